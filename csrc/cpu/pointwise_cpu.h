@@ -1,0 +1,148 @@
+#pragma once
+// CPU implementation of the pointwise policy (see ../pointwise.h): rows are
+// split across threads with at::parallel_for, hidden units are vectorised with
+// at::vec::Vectorized in the tensor's own precision (float, double) or in float
+// for bfloat16/float16.
+#include <ATen/Parallel.h>
+#include <ATen/cpu/vec/vec.h>
+#include <ATen/OpMathType.h>
+
+#include <cmath>
+
+namespace lstm_fused {
+
+struct CpuPointwise {
+  // Below this many elements per call, threading costs more than it saves.
+  static constexpr int64_t kGrain = 16384;
+
+  template <typename T>
+  static T sigmoid(T x) {
+    return T(1) / (T(1) + std::exp(-x));
+  }
+
+  template <typename V>
+  static V vsigmoid(V x) {
+    const V one(1);
+    return one / (one + x.neg().exp());
+  }
+
+  template <typename scalar_t>
+  static void forward(int64_t n, int64_t H, scalar_t* gates, const scalar_t* b_ih,
+                      const scalar_t* b_hh, const scalar_t* c_prev, scalar_t* c_out,
+                      scalar_t* h_out, scalar_t* h_copy, scalar_t* c_copy) {
+    const int64_t grain = std::max<int64_t>(1, kGrain / std::max<int64_t>(1, 4 * H));
+    at::parallel_for(0, n, grain, [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r) {
+        forward_row(H, gates + r * 4 * H, b_ih, b_hh, c_prev + r * H, c_out + r * H,
+                    h_out + r * H, h_copy ? h_copy + r * H : nullptr,
+                    c_copy ? c_copy + r * H : nullptr);
+      }
+    });
+  }
+
+  template <typename scalar_t>
+  static void backward(int64_t n, int64_t H, const scalar_t* gates, const scalar_t* c,
+                       const scalar_t* c_prev, const scalar_t* dh_a, const scalar_t* dh_b,
+                       scalar_t* dc, scalar_t* dgates) {
+    const int64_t grain = std::max<int64_t>(1, kGrain / std::max<int64_t>(1, 4 * H));
+    at::parallel_for(0, n, grain, [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r) {
+        backward_row(H, gates + r * 4 * H, c + r * H, c_prev + r * H, dh_a + r * H,
+                     dh_b ? dh_b + r * H : nullptr, dc + r * H, dgates + r * 4 * H);
+      }
+    });
+  }
+
+ private:
+  template <typename scalar_t>
+  static void forward_row(int64_t H, scalar_t* g, const scalar_t* b_ih, const scalar_t* b_hh,
+                          const scalar_t* c_prev, scalar_t* c_out, scalar_t* h_out,
+                          scalar_t* h_copy, scalar_t* c_copy) {
+    using acc_t = at::opmath_type<scalar_t>;
+    int64_t u = 0;
+    if constexpr (std::is_same_v<scalar_t, acc_t>) {
+      using V = at::vec::Vectorized<scalar_t>;
+      constexpr int64_t W = V::size();
+      for (; u + W <= H; u += W) {
+        V pre[4];
+        for (int k = 0; k < 4; ++k) {
+          pre[k] = V::loadu(g + k * H + u);
+          if (b_ih) pre[k] = pre[k] + V::loadu(b_ih + k * H + u);
+          if (b_hh) pre[k] = pre[k] + V::loadu(b_hh + k * H + u);
+        }
+        const V i = vsigmoid(pre[0]), f = vsigmoid(pre[1]), gg = pre[2].tanh(),
+                o = vsigmoid(pre[3]);
+        const V cn = f * V::loadu(c_prev + u) + i * gg;
+        const V hn = o * cn.tanh();
+        i.store(g + u);
+        f.store(g + H + u);
+        gg.store(g + 2 * H + u);
+        o.store(g + 3 * H + u);
+        cn.store(c_out + u);
+        hn.store(h_out + u);
+        if (h_copy) hn.store(h_copy + u);
+        if (c_copy) cn.store(c_copy + u);
+      }
+    }
+    for (; u < H; ++u) {
+      acc_t pre[4];
+      for (int k = 0; k < 4; ++k) {
+        pre[k] = acc_t(g[k * H + u]);
+        if (b_ih) pre[k] += acc_t(b_ih[k * H + u]);
+        if (b_hh) pre[k] += acc_t(b_hh[k * H + u]);
+      }
+      const acc_t i = sigmoid(pre[0]), f = sigmoid(pre[1]), gg = std::tanh(pre[2]),
+                  o = sigmoid(pre[3]);
+      const acc_t cn = f * acc_t(c_prev[u]) + i * gg;
+      const acc_t hn = o * std::tanh(cn);
+      g[u] = i;
+      g[H + u] = f;
+      g[2 * H + u] = gg;
+      g[3 * H + u] = o;
+      c_out[u] = cn;
+      h_out[u] = hn;
+      if (h_copy) h_copy[u] = hn;
+      if (c_copy) c_copy[u] = cn;
+    }
+  }
+
+  template <typename scalar_t>
+  static void backward_row(int64_t H, const scalar_t* g, const scalar_t* c,
+                           const scalar_t* c_prev, const scalar_t* dh_a, const scalar_t* dh_b,
+                           scalar_t* dc, scalar_t* dg) {
+    using acc_t = at::opmath_type<scalar_t>;
+    int64_t u = 0;
+    if constexpr (std::is_same_v<scalar_t, acc_t>) {
+      using V = at::vec::Vectorized<scalar_t>;
+      constexpr int64_t W = V::size();
+      const V one(1);
+      for (; u + W <= H; u += W) {
+        const V i = V::loadu(g + u), f = V::loadu(g + H + u), gg = V::loadu(g + 2 * H + u),
+                o = V::loadu(g + 3 * H + u);
+        V dh = V::loadu(dh_a + u);
+        if (dh_b) dh = dh + V::loadu(dh_b + u);
+        const V tc = V::loadu(c + u).tanh();
+        const V dct = V::loadu(dc + u) + dh * o * (one - tc * tc);
+        (dct * gg * i * (one - i)).store(dg + u);
+        (dct * V::loadu(c_prev + u) * f * (one - f)).store(dg + H + u);
+        (dct * i * (one - gg * gg)).store(dg + 2 * H + u);
+        (dh * tc * o * (one - o)).store(dg + 3 * H + u);
+        (dct * f).store(dc + u);
+      }
+    }
+    for (; u < H; ++u) {
+      const acc_t i = g[u], f = g[H + u], gg = g[2 * H + u], o = g[3 * H + u];
+      acc_t dh = dh_a[u];
+      if (dh_b) dh += acc_t(dh_b[u]);
+      const acc_t tc = std::tanh(acc_t(c[u]));
+      const acc_t dct = acc_t(dc[u]) + dh * o * (1 - tc * tc);
+      dg[u] = dct * gg * i * (1 - i);
+      dg[H + u] = dct * acc_t(c_prev[u]) * f * (1 - f);
+      dg[2 * H + u] = dct * i * (1 - gg * gg);
+      dg[3 * H + u] = dh * tc * o * (1 - o);
+      dc[u] = dct * f;
+    }
+  }
+};
+
+}  // namespace lstm_fused

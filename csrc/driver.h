@@ -1,0 +1,236 @@
+#pragma once
+// Device-generic drivers for the cell and the layer ops: the GEMMs go through
+// ATen (MKL/oneDNN on CPU, cuBLAS on CUDA), the fused pointwise math through the
+// backend's policy PW (see pointwise.h). Buffers are allocated once per call,
+// never inside the time loop.
+#include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+
+#include <tuple>
+
+#include "checks.h"
+
+namespace lstm_fused {
+
+template <typename T>
+T* ptr_or_null(const at::Tensor& t) {
+  return t.defined() ? t.data_ptr<T>() : nullptr;
+}
+
+inline at::Tensor rows(const at::Tensor& t, int64_t n) { return t.narrow(0, 0, n); }
+
+template <class PW>
+std::tuple<at::Tensor, at::Tensor, at::Tensor> cell_forward(
+    const at::Tensor& input, const at::Tensor& hx, const at::Tensor& cx, const at::Tensor& w_ih,
+    const at::Tensor& w_hh, const std::optional<at::Tensor>& b_ih,
+    const std::optional<at::Tensor>& b_hh, bool need_gates) {
+  const auto d = check_cell_args(input, hx, cx, w_ih, w_hh, b_ih, b_hh);
+  auto gates = at::mm(input, w_ih.t());
+  gates.addmm_(hx, w_hh.t());
+  auto cy = at::empty({d.B, d.H}, input.options());
+  auto hy = at::empty({d.B, d.H}, input.options());
+  const auto cxc = cx.contiguous();
+  const auto bi = b_ih.has_value() ? b_ih->contiguous() : at::Tensor();
+  const auto bh = b_hh.has_value() ? b_hh->contiguous() : at::Tensor();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, input.scalar_type(), "lstm_cell", [&] {
+    PW::template forward<scalar_t>(d.B, d.H, gates.data_ptr<scalar_t>(), ptr_or_null<scalar_t>(bi),
+                                   ptr_or_null<scalar_t>(bh), cxc.data_ptr<scalar_t>(),
+                                   cy.data_ptr<scalar_t>(), hy.data_ptr<scalar_t>(), nullptr,
+                                   nullptr);
+  });
+  return {hy, cy, need_gates ? gates : at::empty({0}, input.options())};
+}
+
+template <class PW>
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> cell_backward(
+    const at::Tensor& grad_hy, const at::Tensor& grad_cy, const at::Tensor& input,
+    const at::Tensor& hx, const at::Tensor& cx, const at::Tensor& w_ih, const at::Tensor& w_hh,
+    const at::Tensor& cy, const at::Tensor& gates, bool has_bias) {
+  const auto d = check_cell_args(input, hx, cx, w_ih, w_hh, std::nullopt, std::nullopt);
+  TORCH_CHECK(gates.sizes() == at::IntArrayRef({d.B, 4 * d.H}),
+              "lstm_fused: gates must be (B, 4H) from lstm_cell(need_gates=True)");
+  auto dgates = at::empty({d.B, 4 * d.H}, input.options());
+  auto dc = grad_cy.contiguous().clone();
+  const auto ghy = grad_hy.contiguous();
+  const auto cxc = cx.contiguous();
+  const auto cyc = cy.contiguous();
+  const auto g = gates.contiguous();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, input.scalar_type(), "lstm_cell_backward", [&] {
+    PW::template backward<scalar_t>(d.B, d.H, g.data_ptr<scalar_t>(), cyc.data_ptr<scalar_t>(),
+                                    cxc.data_ptr<scalar_t>(), ghy.data_ptr<scalar_t>(), nullptr,
+                                    dc.data_ptr<scalar_t>(), dgates.data_ptr<scalar_t>());
+  });
+  return {at::mm(dgates, w_ih),
+          at::mm(dgates, w_hh),
+          dc,
+          at::mm(dgates.t(), input),
+          at::mm(dgates.t(), hx),
+          has_bias ? dgates.sum(0) : at::empty({0}, input.options())};
+}
+
+template <class PW>
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> layer_forward(
+    const at::Tensor& input, const at::Tensor& h0, const at::Tensor& c0, const at::Tensor& w_ih,
+    const at::Tensor& w_hh, const std::optional<at::Tensor>& b_ih,
+    const std::optional<at::Tensor>& b_hh, const std::optional<at::Tensor>& w_hr,
+    const std::optional<at::Tensor>& lengths, bool reverse, bool need_grad) {
+  const auto d = check_layer_args(input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths);
+  const auto n_active = active_rows(lengths, d.T, d.B);
+  const auto opts = input.options();
+  const bool packed = lengths.has_value();
+
+  // The input projection of every step in one GEMM, biases folded in.
+  auto gates = at::empty({d.T, d.B, 4 * d.H}, opts);
+  auto gflat = gates.view({d.T * d.B, 4 * d.H});
+  const auto xflat = input.reshape({d.T * d.B, d.I});
+  if (b_ih.has_value()) {
+    at::addmm_out(gflat, (*b_ih + *b_hh).unsqueeze(0), xflat, w_ih.t());
+  } else {
+    at::mm_out(gflat, xflat, w_ih.t());
+  }
+  auto output = packed ? at::zeros({d.T, d.B, d.P}, opts) : at::empty({d.T, d.B, d.P}, opts);
+  // Zeroed when packed so that padded rows stay finite for the backward GEMMs.
+  auto cells = !need_grad ? at::Tensor()
+               : packed   ? at::zeros({d.T, d.B, d.H}, opts)
+                          : at::empty({d.T, d.B, d.H}, opts);
+  auto h = h0.contiguous().clone();
+  auto c = c0.contiguous().clone();
+  auto hcell = d.proj() ? at::empty({d.B, d.H}, opts) : at::Tensor();
+  const auto w_hh_t = w_hh.t();
+  const auto w_hr_t = d.proj() ? w_hr->t() : at::Tensor();
+
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, input.scalar_type(), "lstm_layer", [&] {
+    for (int64_t s = 0; s < d.T; ++s) {
+      const int64_t t = reverse ? d.T - 1 - s : s;
+      const int64_t n = n_active[t];
+      if (n == 0) continue;
+      auto g = rows(gates[t], n);
+      g.addmm_(rows(h, n), w_hh_t);
+      auto out_t = output[t];
+      PW::template forward<scalar_t>(
+          n, d.H, g.data_ptr<scalar_t>(), nullptr, nullptr, c.data_ptr<scalar_t>(),
+          c.data_ptr<scalar_t>(), d.proj() ? hcell.data_ptr<scalar_t>() : h.data_ptr<scalar_t>(),
+          d.proj() ? nullptr : out_t.data_ptr<scalar_t>(),
+          need_grad ? cells[t].data_ptr<scalar_t>() : nullptr);
+      if (d.proj()) {
+        auto o = rows(out_t, n);
+        at::mm_out(o, rows(hcell, n), w_hr_t);
+        rows(h, n).copy_(o);
+      }
+    }
+  });
+  const auto none = at::empty({0}, opts);
+  return {output, h, c, need_grad ? gates : none, need_grad ? cells : none};
+}
+
+// h_{t-1} as seen by each step (T, B, P): the matrix that multiplies dgates
+// into dW_hh. Rows that are not running at a step are zero or h0 (finite).
+inline at::Tensor previous_h(const at::Tensor& output, const at::Tensor& h0,
+                             const std::vector<int64_t>& n_active, bool reverse) {
+  const int64_t T = output.size(0);
+  auto hprev = at::empty_like(output);
+  if (T == 0) return hprev;
+  if (!reverse) {
+    hprev[0].copy_(h0);
+    hprev.narrow(0, 1, T - 1).copy_(output.narrow(0, 0, T - 1));
+  } else {
+    hprev[T - 1].copy_(h0);
+    hprev.narrow(0, 0, T - 1).copy_(output.narrow(0, 1, T - 1));
+    // Sequences that start at step t (reverse direction) start from h0.
+    for (int64_t t = 0; t + 1 < T; ++t) {
+      const int64_t m = n_active[t + 1], n = n_active[t];
+      if (n > m) hprev[t].narrow(0, m, n - m).copy_(h0.narrow(0, m, n - m));
+    }
+  }
+  return hprev;
+}
+
+template <class PW>
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
+layer_backward(const at::Tensor& grad_output, const at::Tensor& grad_hn, const at::Tensor& grad_cn,
+               const at::Tensor& input, const at::Tensor& h0, const at::Tensor& c0,
+               const at::Tensor& w_ih, const at::Tensor& w_hh,
+               const std::optional<at::Tensor>& w_hr, const std::optional<at::Tensor>& lengths,
+               const at::Tensor& output, const at::Tensor& gates, const at::Tensor& cells,
+               bool has_bias, bool reverse) {
+  const auto d = check_layer_args(input, h0, c0, w_ih, w_hh, std::nullopt, std::nullopt, w_hr,
+                                  lengths);
+  TORCH_CHECK(gates.sizes() == at::IntArrayRef({d.T, d.B, 4 * d.H}) &&
+                  cells.sizes() == at::IntArrayRef({d.T, d.B, d.H}),
+              "lstm_fused: gates and cells must come from lstm_layer(need_grad=True)");
+  const auto n_active = active_rows(lengths, d.T, d.B);
+  const auto opts = input.options();
+  const bool packed = lengths.has_value();
+
+  auto dgates = packed ? at::zeros({d.T, d.B, 4 * d.H}, opts)
+                       : at::empty({d.T, d.B, 4 * d.H}, opts);
+  auto dh = grad_hn.contiguous().clone();
+  auto dc = grad_cn.contiguous().clone();
+  const auto go = grad_output.contiguous();
+  const auto g_all = gates.contiguous();
+  const auto c_all = cells.contiguous();
+  const auto c0c = c0.contiguous();
+  // With a projection, dL/dh_t (width P) is kept for dW_hr and mapped to the
+  // cell's output width H before the pointwise step.
+  auto dhp_all = !d.proj() ? at::Tensor()
+                 : packed  ? at::zeros({d.T, d.B, d.P}, opts)
+                           : at::empty({d.T, d.B, d.P}, opts);
+  auto dhcell = d.proj() ? at::empty({d.B, d.H}, opts) : at::Tensor();
+
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, input.scalar_type(), "lstm_layer_backward", [&] {
+    for (int64_t s = d.T - 1; s >= 0; --s) {
+      const int64_t t = reverse ? d.T - 1 - s : s;
+      const int64_t n = n_active[t];
+      if (n == 0) continue;
+      const int64_t tp = reverse ? t + 1 : t - 1;  // the step processed before t
+      const bool has_prev = tp >= 0 && tp < d.T;
+      const int64_t m = has_prev ? std::min(n, n_active[tp]) : 0;
+      const scalar_t *dh_a, *dh_b;
+      if (d.proj()) {
+        auto dhp = rows(dhp_all[t], n);
+        at::add_out(dhp, rows(go[t], n), rows(dh, n));
+        auto dhc = rows(dhcell, n);
+        at::mm_out(dhc, dhp, *w_hr);
+        dh_a = dhcell.data_ptr<scalar_t>();
+        dh_b = nullptr;
+      } else {
+        dh_a = go[t].data_ptr<scalar_t>();
+        dh_b = dh.data_ptr<scalar_t>();
+      }
+      const int64_t H = d.H, G = 4 * d.H;
+      const scalar_t* g_t = g_all[t].data_ptr<scalar_t>();
+      const scalar_t* c_t = c_all[t].data_ptr<scalar_t>();
+      scalar_t* dg_t = dgates[t].data_ptr<scalar_t>();
+      scalar_t* dcp = dc.data_ptr<scalar_t>();
+      // Rows [0, m) continue from the previous step; rows [m, n) start from c0.
+      if (m > 0) {
+        PW::template backward<scalar_t>(m, H, g_t, c_t, c_all[tp].data_ptr<scalar_t>(), dh_a,
+                                        dh_b, dcp, dg_t);
+      }
+      if (n > m) {
+        PW::template backward<scalar_t>(n - m, H, g_t + m * G, c_t + m * H,
+                                        c0c.data_ptr<scalar_t>() + m * H, dh_a + m * H,
+                                        dh_b ? dh_b + m * d.P : nullptr, dcp + m * H,
+                                        dg_t + m * G);
+      }
+      auto dh_rows = rows(dh, n);
+      at::mm_out(dh_rows, rows(dgates[t], n), w_hh);
+    }
+  });
+
+  const auto dflat = dgates.view({d.T * d.B, 4 * d.H});
+  const auto xflat = input.reshape({d.T * d.B, d.I});
+  const auto hprev = previous_h(output, h0, n_active, reverse);
+  auto grad_input = at::mm(dflat, w_ih).view({d.T, d.B, d.I});
+  auto grad_w_ih = at::mm(dflat.t(), xflat);
+  auto grad_w_hh = at::mm(dflat.t(), hprev.view({d.T * d.B, d.P}));
+  auto grad_bias = has_bias ? dflat.sum(0) : at::empty({0}, opts);
+  at::Tensor grad_w_hr = at::empty({0}, opts);
+  if (d.proj()) {
+    const auto hcell_all = g_all.narrow(2, 3 * d.H, d.H) * at::tanh(c_all);
+    grad_w_hr = at::mm(dhp_all.view({d.T * d.B, d.P}).t(), hcell_all.view({d.T * d.B, d.H}));
+  }
+  return {grad_input, dh, dc, grad_w_ih, grad_w_hh, grad_bias, grad_w_hr};
+}
+
+}  // namespace lstm_fused

@@ -1,0 +1,32 @@
+// The Python module: importing it registers the ops (the TORCH_LIBRARY blocks
+// in the other translation units) and exposes build facts and settings.
+#include <torch/extension.h>
+
+#include <atomic>
+
+#include "config.h"
+
+#ifndef LSTM_FUSED_TORCH_VERSION
+#error "setup.py defines LSTM_FUSED_TORCH_VERSION"
+#endif
+
+namespace lstm_fused {
+
+static std::atomic<int> g_path{static_cast<int>(Path::Auto)};
+
+Path kernel_path() { return static_cast<Path>(g_path.load(std::memory_order_relaxed)); }
+void set_kernel_path(Path p) { g_path.store(static_cast<int>(p), std::memory_order_relaxed); }
+
+bool cuda_compiled();
+
+}  // namespace lstm_fused
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("built_torch_version", [] { return std::string(LSTM_FUSED_TORCH_VERSION); });
+  m.def("cuda_compiled", &lstm_fused::cuda_compiled);
+  m.def("get_path", [] { return static_cast<int>(lstm_fused::kernel_path()); });
+  m.def("set_path", [](int p) {
+    TORCH_CHECK(p >= 0 && p <= 2, "lstm_fused: path code must be 0, 1 or 2");
+    lstm_fused::set_kernel_path(static_cast<lstm_fused::Path>(p));
+  });
+}

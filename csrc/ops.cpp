@@ -1,0 +1,35 @@
+// Operator schemas, declared once. Kernels are registered per dispatch key
+// beside their implementations (csrc/cpu/, csrc/cuda/).
+//
+// Layout conventions shared by every kernel:
+//   time-major sequences: input (T, B, I), output (T, B, P) where P = proj
+//   width if w_hr is given, else H; gates (T, B, 4H) hold the *activated*
+//   gates in PyTorch's order i, f, g, o; cells (T, B, H) hold c_t.
+//   lengths (optional): int64 CPU tensor (B,), non-increasing, each in [0, T];
+//   sequence b is active at step t iff t < lengths[b]; padded outputs are 0.
+#include <torch/library.h>
+
+TORCH_LIBRARY(lstm_fused, m) {
+  // One step. gates is (B, 4H) activated gates when need_gates, else empty.
+  m.def(
+      "lstm_cell(Tensor input, Tensor hx, Tensor cx, Tensor w_ih, Tensor w_hh, "
+      "Tensor? b_ih, Tensor? b_hh, bool need_gates) -> (Tensor hy, Tensor cy, Tensor gates)");
+  m.def(
+      "lstm_cell_backward(Tensor grad_hy, Tensor grad_cy, Tensor input, Tensor hx, "
+      "Tensor cx, Tensor w_ih, Tensor w_hh, Tensor cy, Tensor gates, bool has_bias) -> "
+      "(Tensor grad_input, Tensor grad_hx, Tensor grad_cx, Tensor grad_w_ih, "
+      "Tensor grad_w_hh, Tensor grad_bias)");
+  // One layer, one direction, all T steps. gates/cells are empty unless need_grad.
+  m.def(
+      "lstm_layer(Tensor input, Tensor h0, Tensor c0, Tensor w_ih, Tensor w_hh, "
+      "Tensor? b_ih, Tensor? b_hh, Tensor? w_hr, Tensor? lengths, bool reverse, "
+      "bool need_grad) -> (Tensor output, Tensor h_n, Tensor c_n, Tensor gates, Tensor cells)");
+  // grad_bias is (4H) (the gradient of b_ih and of b_hh alike), empty when
+  // has_bias is false; grad_w_hr is empty when w_hr is None.
+  m.def(
+      "lstm_layer_backward(Tensor grad_output, Tensor grad_hn, Tensor grad_cn, "
+      "Tensor input, Tensor h0, Tensor c0, Tensor w_ih, Tensor w_hh, Tensor? w_hr, "
+      "Tensor? lengths, Tensor output, Tensor gates, Tensor cells, bool has_bias, "
+      "bool reverse) -> (Tensor grad_input, Tensor grad_h0, Tensor grad_c0, "
+      "Tensor grad_w_ih, Tensor grad_w_hh, Tensor grad_bias, Tensor grad_w_hr)");
+}

@@ -1,0 +1,61 @@
+"""The LSTM in plain, differentiable torch ops: the recomputation behind double
+backward, and an independent reference for tests. Same conventions as the ops
+(time-major, gates i, f, g, o; lengths: step t runs only where t < lengths)."""
+import torch
+
+
+def cell(input, hx, cx, w_ih, w_hh, b_ih=None, b_hh=None):
+    gates = input @ w_ih.t() + hx @ w_hh.t()
+    if b_ih is not None:
+        gates = gates + b_ih + b_hh
+    i, f, g, o = gates.chunk(4, 1)
+    c = torch.sigmoid(f) * cx + torch.sigmoid(i) * torch.tanh(g)
+    return torch.sigmoid(o) * torch.tanh(c), c
+
+
+def layer(input, h0, c0, w_ih, w_hh, b_ih=None, b_hh=None, w_hr=None, lengths=None, reverse=False):
+    T = input.shape[0]
+    xp = input @ w_ih.t()
+    if b_ih is not None:
+        xp = xp + (b_ih + b_hh)
+    h, c = h0, c0
+    outs = [None] * T
+    for s in range(T):
+        t = T - 1 - s if reverse else s
+        i, f, g, o = (xp[t] + h @ w_hh.t()).chunk(4, 1)
+        c_new = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+        h_new = torch.sigmoid(o) * torch.tanh(c_new)
+        if w_hr is not None:
+            h_new = h_new @ w_hr.t()
+        if lengths is None:
+            h, c, outs[t] = h_new, c_new, h_new
+        else:
+            running = (lengths.to(input.device) > t).unsqueeze(1)
+            h = torch.where(running, h_new, h)
+            c = torch.where(running, c_new, c)
+            outs[t] = torch.where(running, h_new, torch.zeros_like(h_new))
+    output = torch.stack(outs) if T else input.new_zeros((0,) + tuple(h0.shape))
+    return output, h, c
+
+
+def _vjp(outputs, inputs, needs, grads):
+    wrt = [x for x, need in zip(inputs, needs) if need and x is not None]
+    got = iter(torch.autograd.grad(outputs, wrt, grads, create_graph=True, allow_unused=True))
+    result = []
+    for x, need in zip(inputs, needs):
+        if need and x is not None:
+            g = next(got)
+            result.append(torch.zeros_like(x) if g is None else g)
+        else:
+            result.append(None)
+    return tuple(result)
+
+
+def cell_vjp(inputs, needs, grads):
+    """Gradients of cell(*inputs) against grads, themselves differentiable."""
+    return _vjp(cell(*inputs), inputs, needs, grads)
+
+
+def layer_vjp(inputs, needs, grads, lengths, reverse):
+    """Gradients of layer(*inputs, lengths, reverse) against grads, differentiable."""
+    return _vjp(layer(*inputs, lengths=lengths, reverse=reverse), inputs, needs, grads)

@@ -1,0 +1,179 @@
+"""Functional forms: ``lstm`` (a stack of layers, both directions) and
+``lstm_cell`` (one step). Arguments are checked here, before any kernel runs."""
+from typing import List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+
+from ._ops import ops
+from .errors import LSTMArgumentError
+
+_FLOATING = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
+
+
+def _fail(msg):
+    raise LSTMArgumentError(f"lstm_fused: {msg}")
+
+
+def _check_tensor(t, name, ref=None):
+    if not isinstance(t, torch.Tensor):
+        _fail(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if t.dtype not in _FLOATING:
+        _fail(f"{name} must be a floating tensor (float32, float64, bfloat16, float16), got {t.dtype}")
+    if ref is not None:
+        ref_name, ref_t = ref
+        if t.dtype != ref_t.dtype:
+            _fail(f"{name} has dtype {t.dtype} but {ref_name} has dtype {ref_t.dtype}; they must match")
+        if t.device != ref_t.device:
+            _fail(f"{name} is on {t.device} but {ref_name} is on {ref_t.device}; they must be on one device")
+
+
+def _check_shape(t, expected, name):
+    if tuple(t.shape) != tuple(expected):
+        _fail(f"{name} must have shape {tuple(expected)}, got {tuple(t.shape)}")
+
+
+def _needs_grad(*tensors):
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
+def lstm_cell(input, hx=None, w_ih=None, w_hh=None, b_ih=None, b_hh=None):
+    """One LSTM step, as torch.nn.LSTMCell computes it.
+
+    input (B, I) or (I,); hx a pair (h, c) of (B, H) (or (H,) unbatched), zeros if None;
+    w_ih (4H, I), w_hh (4H, H), b_ih/b_hh (4H) or None. Returns (h', c')."""
+    _check_tensor(input, "input")
+    for name, w in (("weight_ih", w_ih), ("weight_hh", w_hh)):
+        _check_tensor(w, name, ("input", input))
+    H = w_hh.shape[1]
+    if w_ih.dim() != 2 or w_ih.shape[0] != 4 * H or w_hh.shape != (4 * H, H):
+        _fail(f"weight_ih must be (4H, I) and weight_hh (4H, H), got {tuple(w_ih.shape)} and {tuple(w_hh.shape)}")
+    if input.dim() not in (1, 2):
+        _fail(f"input must be 1-D (input_size,) or 2-D (batch, input_size), got {input.dim()}-D")
+    if input.shape[-1] != w_ih.shape[1]:
+        _fail(f"input must have {w_ih.shape[1]} features (input_size), got {input.shape[-1]}")
+    batched = input.dim() == 2
+    x = input if batched else input.unsqueeze(0)
+    B = x.shape[0]
+    if hx is None:
+        h = c = x.new_zeros((B, H))
+    else:
+        if not isinstance(hx, (tuple, list)) or len(hx) != 2:
+            _fail("hx must be a tuple (h_0, c_0)")
+        h, c = hx
+        for name, t in (("hx[0] (h_0)", h), ("hx[1] (c_0)", c)):
+            _check_tensor(t, name, ("input", input))
+            _check_shape(t, (B, H) if batched else (H,), name)
+        if not batched:
+            h, c = h.unsqueeze(0), c.unsqueeze(0)
+    if (b_ih is None) != (b_hh is None):
+        _fail("bias_ih and bias_hh must both be given or both be None")
+    if b_ih is not None:
+        for name, b in (("bias_ih", b_ih), ("bias_hh", b_hh)):
+            _check_tensor(b, name, ("input", input))
+            _check_shape(b, (4 * H,), name)
+    need = _needs_grad(x, h, c, w_ih, w_hh, b_ih, b_hh)
+    hy, cy, _ = ops.lstm_cell(x, h, c, w_ih, w_hh, b_ih, b_hh, need)
+    if not batched:
+        hy, cy = hy.squeeze(0), cy.squeeze(0)
+    return hy, cy
+
+
+def _layer_weights(weights, num_layers, num_directions, bias, proj_size):
+    per = 2 + (2 if bias else 0) + (1 if proj_size > 0 else 0)
+    if len(weights) != per * num_layers * num_directions:
+        _fail(f"expected {per * num_layers * num_directions} weight tensors "
+              f"({per} per layer and direction), got {len(weights)}")
+    groups = []
+    for k in range(num_layers * num_directions):
+        w = list(weights[k * per:(k + 1) * per])
+        w_ih, w_hh = w[0], w[1]
+        b_ih, b_hh = (w[2], w[3]) if bias else (None, None)
+        w_hr = w[-1] if proj_size > 0 else None
+        groups.append((w_ih, w_hh, b_ih, b_hh, w_hr))
+    return groups
+
+
+def lstm(
+    input: torch.Tensor,
+    weights: Sequence[torch.Tensor],
+    hx: Optional[Tuple[torch.Tensor, torch.Tensor]] = None,
+    *,
+    num_layers: int = 1,
+    bias: bool = True,
+    batch_first: bool = False,
+    dropout: float = 0.0,
+    training: bool = False,
+    bidirectional: bool = False,
+    proj_size: int = 0,
+) -> Tuple[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]]:
+    """A multi-layer LSTM with torch.nn.LSTM's semantics.
+
+    weights: nn.LSTM's flat weight list (``module._flat_weights``): for each layer
+    and direction w_ih (4H, I_l), w_hh (4H, P), [b_ih, b_hh (4H)], [w_hr (P, H)],
+    with P = proj_size or H. input (T, B, I) ((B, T, I) if batch_first) or
+    unbatched (T, I). Returns (output, (h_n, c_n)) shaped as nn.LSTM's."""
+    _check_tensor(input, "input")
+    D = 2 if bidirectional else 1
+    groups = _layer_weights(weights, num_layers, D, bias, proj_size)
+    H = groups[0][1].shape[0] // 4
+    P = proj_size if proj_size > 0 else H
+    I = groups[0][0].shape[1]
+    for k, (w_ih, w_hh, b_ih, b_hh, w_hr) in enumerate(groups):
+        for name, w in (("weight_ih", w_ih), ("weight_hh", w_hh), ("bias_ih", b_ih), ("bias_hh", b_hh),
+                        ("weight_hr", w_hr)):
+            if w is not None:
+                _check_tensor(w, f"{name} of layer {k // D}", ("input", input))
+    if input.dim() not in (2, 3):
+        _fail(f"input must be 2-D (seq_len, input_size) unbatched or 3-D "
+              f"({'batch, seq_len' if batch_first else 'seq_len, batch'}, input_size), got {input.dim()}-D "
+              f"with shape {tuple(input.shape)}")
+    if input.shape[-1] != I:
+        _fail(f"input.size(-1) must be equal to input_size. Expected {I}, got {input.shape[-1]}")
+    batched = input.dim() == 3
+    if not batched:
+        x = input.unsqueeze(1)
+    else:
+        x = input.transpose(0, 1) if batch_first else input
+    B = x.shape[1]
+    if hx is None:
+        h0 = x.new_zeros((num_layers * D, B, P))
+        c0 = x.new_zeros((num_layers * D, B, H))
+    else:
+        if not isinstance(hx, (tuple, list)) or len(hx) != 2:
+            _fail("hx must be a tuple (h_0, c_0)")
+        h0, c0 = hx
+        for name, t, width in (("hx[0] (h_0)", h0, P), ("hx[1] (c_0)", c0, H)):
+            _check_tensor(t, name, ("input", input))
+            expected = (num_layers * D, B, width) if batched else (num_layers * D, width)
+            if tuple(t.shape) != expected:
+                _fail(f"{name} must have shape {expected} (num_layers * num_directions, "
+                      f"{'batch, ' if batched else ''}{'proj_size' if width != H else 'hidden_size'}), "
+                      f"got {tuple(t.shape)}")
+        if not batched:
+            h0, c0 = h0.unsqueeze(1), c0.unsqueeze(1)
+    need = _needs_grad(x, h0, c0, *[w for g in groups for w in g])
+    h_n: List[torch.Tensor] = []
+    c_n: List[torch.Tensor] = []
+    layer_input = x
+    for layer in range(num_layers):
+        outs = []
+        for d in range(D):
+            k = layer * D + d
+            w_ih, w_hh, b_ih, b_hh, w_hr = groups[k]
+            out, h, c, _, _ = ops.lstm_layer(
+                layer_input, h0[k], c0[k], w_ih, w_hh, b_ih, b_hh, w_hr, None, d == 1, need
+            )
+            outs.append(out)
+            h_n.append(h)
+            c_n.append(c)
+        layer_input = outs[0] if D == 1 else torch.cat(outs, dim=2)
+        if dropout > 0 and training and layer < num_layers - 1:
+            layer_input = F.dropout(layer_input, p=dropout, training=True)
+    output = layer_input
+    hn, cn = torch.stack(h_n), torch.stack(c_n)
+    if not batched:
+        return output.squeeze(1), (hn.squeeze(1), cn.squeeze(1))
+    if batch_first:
+        output = output.transpose(0, 1)
+    return output, (hn, cn)
