@@ -131,6 +131,9 @@ def lstm(
     if input.shape[-1] != I:
         _fail(f"input.size(-1) must be equal to input_size. Expected {I}, got {input.shape[-1]}")
     batched = input.dim() == 3
+    seq_dim = 1 if batched and batch_first else 0
+    if input.shape[seq_dim] == 0:
+        _fail(f"Expected sequence length to be larger than 0 in RNN (input has shape {tuple(input.shape)})")
     if not batched:
         x = input.unsqueeze(1)
     else:

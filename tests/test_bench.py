@@ -1,0 +1,227 @@
+"""The benchmark tool on a tiny preset on CPU: files, table and errors. Timings are
+not asserted; only that every figure is there, finite, and that the checks pass."""
+import csv
+import json
+import math
+import os
+import subprocess
+import sys
+import types
+
+import pytest
+import torch
+
+import lstm_fused
+from lstm_fused.bench import main
+from lstm_fused.bench import floor
+from lstm_fused.bench.baselines import CellLoopLSTM, ReferenceCell, ReferenceLSTM
+from lstm_fused.bench.cases import Case
+from lstm_fused.bench.machine import Machine
+from lstm_fused.bench.sweep import FIELDS, run_case
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ALWAYS_NUMERIC = ("median_us", "min_us", "max_us", "us_per_step", "gflops", "flops", "bytes",
+                  "floor_us", "floor_ratio", "speedup_vs_nn")
+TABLE_COLUMNS = ("case", "contender", "check", "median", "[min, max]", "us/step", "x nn", "x loop",
+                 "x ref", "achieved", "peak mem", "floor", "x floor")
+
+
+def _finite(value):
+    return value not in (None, "") and math.isfinite(float(value))
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    """One in-process run of the quick preset, shared by the checks below."""
+    out = tmp_path_factory.mktemp("bench")
+    paths = {k: str(out / f"run.{k}") for k in ("csv", "json", "png")}
+    argv = ["--shapes", "quick", "--device", "cpu", "--no-progress", "--results-dir", str(out),
+            "--csv", paths["csv"], "--json", paths["json"], "--plot", paths["png"], "--label", "base"]
+    capture = pytest.MonkeyPatch()
+    stdout = out / "stdout.txt"
+    with open(stdout, "w") as f:
+        capture.setattr(sys, "stdout", f)
+        rc = main(argv)
+    capture.undo()
+    return types.SimpleNamespace(rc=rc, dir=out, text=stdout.read_text(), **paths)
+
+
+def test_quick_run_succeeds(quick_run):
+    assert quick_run.rc == 0, quick_run.text
+
+
+def test_table_has_header_columns_and_every_contender(quick_run):
+    text = quick_run.text
+    for word in ("torch", "CPU", "cuDNN", "oneDNN", "GEMM", "GB/s"):
+        assert word in text
+    header = next(line for line in text.splitlines() if line.startswith("case"))
+    for column in TABLE_COLUMNS:
+        assert column in header
+    for name in ("lstm_fused", "nn.LSTM", "LSTMCell loop", "reference", "nn.LSTMCell", "reference cell"):
+        assert f" {name} " in text
+    assert "MISMATCH" not in text and "ERROR" not in text
+
+
+def test_csv_has_every_figure(quick_run):
+    with open(quick_run.csv, newline="") as f:
+        reader = csv.DictReader(f)
+        assert tuple(reader.fieldnames) == FIELDS
+        rows = list(reader)
+    assert {r["mode"] for r in rows} == {"inference", "fwd", "fwdbwd", "cell"}
+    for row in rows:
+        assert row["check"] == ("ref" if row["contender"].startswith("nn.") else "ok"), row
+        for key in ALWAYS_NUMERIC:
+            assert _finite(row[key]), (key, row)
+        assert int(row["rounds"]) >= 3
+        assert float(row["min_us"]) <= float(row["median_us"]) <= float(row["max_us"])
+    fused = [r for r in rows if r["role"] == "lstm_fused"]
+    assert fused and all(r["check"] == "ok" and _finite(r["check_err"]) for r in fused)
+    for r in fused:
+        if r["mode"] != "cell":
+            assert _finite(r["speedup_vs_cellloop"]) and _finite(r["speedup_vs_reference"])
+
+
+def test_json_has_rows_env_and_machine(quick_run):
+    with open(quick_run.json) as f:
+        data = json.load(f)
+    assert data["fields"] == list(FIELDS)
+    assert data["env"]["torch"] == torch.__version__
+    assert data["env"]["cpu_logical_cores"] >= 1
+    assert data["machine"]["gemm_gflops"]["cpu float32"] > 0
+    assert data["machine"]["bandwidth_gbs"]["cpu"] > 0
+    rows = data["rows"]
+    assert len(rows) == 27  # 6 sequence cases x 4 contenders + 1 cell case x 3
+    for row in rows:
+        assert set(row) == set(FIELDS)
+        assert row["check"] in ("ok", "ref")
+        for key in ALWAYS_NUMERIC:
+            assert isinstance(row[key], (int, float)) and math.isfinite(row[key]), (key, row)
+
+
+def test_plot_and_stored_run_written(quick_run):
+    with open(quick_run.png, "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    with open(os.path.join(quick_run.dir, "base.json")) as f:
+        assert len(json.load(f)["rows"]) == 27
+
+
+def test_compare_against_stored_run(quick_run, capsys):
+    rc = main(["--shapes", "quick", "--device", "cpu", "--mode", "cell", "--no-progress",
+               "--results-dir", str(quick_run.dir), "--compare", "base", "--json", str(quick_run.dir / "cmp.json")])
+    out = capsys.readouterr().out
+    assert rc == 0
+    assert "against stored run 'base'" in out
+    with open(quick_run.dir / "cmp.json") as f:
+        compare = json.load(f)["compare"]
+    assert compare["label"] == "base"
+    assert {r["contender"] for r in compare["rows"]} == {"nn.LSTMCell", "lstm_fused", "reference cell"}
+    assert all(r["speedup"] > 0 for r in compare["rows"])
+
+
+def test_command_line_module(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "lstm_fused.bench", "--shapes", "quick", "--device", "cpu", "--mode", "fwd",
+         "--no-progress", "--results-dir", str(tmp_path / "results")],
+        cwd=str(tmp_path), capture_output=True, text=True, timeout=120,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [REPO, os.environ.get("PYTHONPATH")]))},
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "lstm_fused" in proc.stdout and "x nn" in proc.stdout
+    for ext in ("csv", "json", "png"):
+        assert (tmp_path / "results" / f"latest-cpu.{ext}").exists()
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--mode", "sideways"], ["--mode", "sideways", "fwd, fwdbwd"]),
+    (["--shapes", "1,2,3"], ["--shapes", "T,B,I,H"]),
+    (["--shapes", "tiny"], ["--shapes", "quick, cpu, gpu, full"]),
+    (["--shapes", "quick", "100,1,8,8"], ["--shapes", "not both"]),
+    (["--dtype", "fp8"], ["--dtype", "float32"]),
+    (["--baselines", "keras"], ["--baselines", "cellloop"]),
+    (["--layers", "0"], ["--layers", "positive"]),
+    (["--device", "tpu"], ["--device", "cpu", "cuda"]),
+    (["--shapes", "quick", "--device", "cpu", "--proj-size", "64"], ["--proj-size", "smaller"]),
+    (["--shapes", "quick", "--device", "cpu", "--compare", "nosuchrun"], ["--compare", "nosuchrun"]),
+])
+def test_bad_options_name_the_option(argv, words, capsys, tmp_path):
+    with pytest.raises(SystemExit) as exc:
+        main(argv + ["--results-dir", str(tmp_path)])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    for word in words:
+        assert word in err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on a machine without a GPU")
+def test_cuda_without_gpu_is_a_clear_error(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["--device", "cuda"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "--device" in err and "CUDA is not available" in err
+    with pytest.raises(SystemExit):
+        main(["--shapes", "gpu"])
+    assert "--device cpu" in capsys.readouterr().err
+
+
+def test_baselines_match_nn_lstm():
+    torch.manual_seed(0)
+    ref = torch.nn.LSTM(5, 7, num_layers=2, bidirectional=True)
+    x = torch.randn(4, 3, 5, requires_grad=True)
+    hx = (torch.randn(4, 3, 7), torch.randn(4, 3, 7))
+    want, (h_want, c_want) = ref(x, hx)
+    for cls in (ReferenceLSTM, CellLoopLSTM):
+        model = cls(5, 7, num_layers=2, bidirectional=True)
+        if hasattr(model, "load_lstm_state_dict"):
+            model.load_lstm_state_dict(ref.state_dict())
+        else:
+            model.load_state_dict(ref.state_dict())
+        got, (h, c) = model(x, hx)
+        for a, b in ((got, want), (h, h_want), (c, c_want)):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+    proj = torch.nn.LSTM(5, 7, proj_size=3)
+    model = ReferenceLSTM(5, 7, proj_size=3)
+    model.load_state_dict(proj.state_dict())
+    hx = (torch.randn(1, 3, 3), torch.randn(1, 3, 7))
+    torch.testing.assert_close(model(x, hx)[0], proj(x, hx)[0], rtol=1e-5, atol=1e-6)
+
+    cell = torch.nn.LSTMCell(5, 7)
+    mine = ReferenceCell(5, 7)
+    mine.load_state_dict(cell.state_dict())
+    hc = (torch.randn(3, 7), torch.randn(3, 7))
+    for a, b in zip(mine(x[0], hc), cell(x[0], hc)):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_flops_follow_the_formula():
+    T, B, I, H = 10, 4, 6, 8
+    one_layer = 2 * T * B * 4 * H * (I + H)
+    assert floor.flops(Case("cpu", "float32", "fwd", T, B, I, H)) == one_layer
+    assert floor.flops(Case("cpu", "float32", "inference", T, B, I, H)) == one_layer
+    assert floor.flops(Case("cpu", "float32", "fwdbwd", T, B, I, H)) == 3 * one_layer
+    assert floor.flops(Case("cpu", "float32", "fwd", T, B, I, H, bidirectional=True)) == 2 * one_layer
+    two = floor.flops(Case("cpu", "float32", "fwd", T, B, I, H, layers=2))
+    assert two == one_layer + 2 * T * B * 4 * H * (H + H)
+
+
+class _OffByOnePercent(torch.nn.LSTM):
+    def forward(self, x, hx):
+        y, (h, c) = super().forward(x, hx)
+        return y * 1.01, (h, c)
+
+
+def test_a_wrong_result_is_reported_not_hidden():
+    fake = types.SimpleNamespace(LSTM=_OffByOnePercent, LSTMCell=torch.nn.LSTMCell)
+    machine = Machine({("cpu", "float32"): 1e11}, {"cpu": 1e10}, {"cpu": 0.0}, {"float32": 4})
+    case = Case("cpu", "float32", "fwd", 5, 2, 4, 6)
+    rows = {r["contender"]: r for r in run_case(case, fake, ["nn"], machine, budget_s=0.01)}
+    assert rows["lstm_fused"]["check"].startswith("MISMATCH")
+    assert rows["lstm_fused"]["check_detail"] == "output"
+    assert rows["nn.LSTM"]["check"] == "ref"
+
+
+def test_the_real_package_is_benchmarked():
+    from lstm_fused.bench.contenders import fused_api
+
+    assert fused_api() is lstm_fused
