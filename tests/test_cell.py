@@ -1,0 +1,105 @@
+"""lstm_fused.LSTMCell against torch.nn.LSTMCell, and gradcheck of the ops."""
+import pytest
+import torch
+from torch.autograd import gradcheck, gradgradcheck
+
+import lstm_fused
+from conftest import assert_close_to_reference
+
+ops = torch.ops.lstm_fused
+
+
+def cell_pair(I, H, bias, dtype):
+    ref = torch.nn.LSTMCell(I, H, bias=bias)
+    ours = lstm_fused.LSTMCell(I, H, bias=bias)
+    ours.load_state_dict(ref.state_dict())
+    ref64 = torch.nn.LSTMCell(I, H, bias=bias).double()
+    ref64.load_state_dict(ref.state_dict())
+    return ref.to(dtype), ours.to(dtype), ref64
+
+
+def run_cell(model, x, hx, dtype):
+    x = x.to(dtype).requires_grad_()
+    hx = None if hx is None else tuple(t.to(dtype).requires_grad_() for t in hx)
+    h, c = model(x, hx)
+    loss = (h.double() * torch.linspace(-1, 1, h.numel(), dtype=torch.float64).view(h.shape)).sum() + c.double().cos().sum()
+    inputs = [x] + ([] if hx is None else list(hx))
+    return [h, c] + list(torch.autograd.grad(loss, inputs + list(model.parameters())))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("I,H", [(1, 1), (7, 33), (33, 97), (256, 256)])
+@pytest.mark.parametrize("B", [1, 8])
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("with_hx", [True, False])
+def test_cell_matches_nn(dtype, I, H, B, bias, with_hx):
+    ref, ours, ref64 = cell_pair(I, H, bias, dtype)
+    x = torch.randn(B, I, dtype=torch.float64)
+    hx = (torch.randn(B, H, dtype=torch.float64), torch.randn(B, H, dtype=torch.float64)) if with_hx else None
+    got, theirs, want = (run_cell(m, x, hx, d) for m, d in ((ours, dtype), (ref, dtype), (ref64, torch.float64)))
+    labels = ["h'", "c'", "grad input"] + (["grad h", "grad c"] if with_hx else []) + [n for n, _ in ours.named_parameters()]
+    for name, a, b, r in zip(labels, got, theirs, want):
+        assert_close_to_reference(a, b, r, dtype, name)
+
+
+def test_cell_unbatched():
+    ref, ours, _ = cell_pair(3, 4, True, torch.float32)
+    x = torch.randn(3)
+    hx = (torch.randn(4), torch.randn(4))
+    for args in [(x,), (x, hx)]:
+        a, b = ours(*args), ref(*args)
+        assert a[0].shape == b[0].shape == (4,)
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def _double(*shape):
+    return torch.randn(*shape, dtype=torch.float64, requires_grad=True)
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_cell_gradcheck(bias):
+    B, I, H = 3, 4, 5
+    args = [_double(B, I), _double(B, H), _double(B, H), _double(4 * H, I), _double(4 * H, H)]
+    args += [_double(4 * H), _double(4 * H)] if bias else [None, None]
+    assert gradcheck(lambda *a: ops.lstm_cell(*a, True)[:2], args)
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("proj", [False, True])
+def test_layer_gradcheck(reverse, proj):
+    T, B, I, H, P = 4, 2, 3, 5, 3
+    Pw = P if proj else H
+    w_hr = _double(P, H) if proj else None
+    args = [_double(T, B, I), _double(B, Pw), _double(B, H), _double(4 * H, I), _double(4 * H, Pw),
+            _double(4 * H), _double(4 * H), w_hr]
+    fn = lambda *a: ops.lstm_layer(*a, None, reverse, True)[:3]  # noqa: E731
+    assert gradcheck(fn, args)
+
+
+def test_layer_double_backward():
+    T, B, I, H = 3, 2, 3, 4
+    args = [_double(T, B, I), _double(B, H), _double(B, H), _double(4 * H, I), _double(4 * H, H), _double(4 * H), _double(4 * H)]
+    fn = lambda *a: ops.lstm_layer(*a, None, None, False, True)[:3]  # noqa: E731
+    assert gradgradcheck(fn, args)
+
+
+def test_cell_double_backward():
+    B, I, H = 2, 3, 4
+    args = [_double(B, I), _double(B, H), _double(B, H), _double(4 * H, I), _double(4 * H, H), _double(4 * H), _double(4 * H)]
+    assert gradgradcheck(lambda *a: ops.lstm_cell(*a, True)[:2], args)
+
+
+def test_module_double_backward_matches_reference():
+    ours = lstm_fused.LSTM(3, 4, num_layers=2, bidirectional=True).double()
+    ref = torch.nn.LSTM(3, 4, num_layers=2, bidirectional=True).double()
+    ref.load_state_dict(ours.state_dict())
+
+    def second(model, x):
+        out = model(x)[0]
+        (g,) = torch.autograd.grad(out.pow(2).sum(), x, create_graph=True)
+        return torch.autograd.grad(g.pow(2).sum(), list(model.parameters()))
+
+    x = torch.randn(4, 2, 3, dtype=torch.float64, requires_grad=True)
+    with torch.backends.cudnn.flags(enabled=False):
+        for a, b in zip(second(ours, x), second(ref, x)):
+            torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-10)
