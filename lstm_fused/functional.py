@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from ._ops import ops
-from .errors import LSTMArgumentError
+from .errors import LSTMArgumentError  # noqa: F401  (re-exported for modules)
 
 _FLOATING = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
 
@@ -31,6 +31,17 @@ def _check_tensor(t, name, ref=None):
 def _check_shape(t, expected, name):
     if tuple(t.shape) != tuple(expected):
         _fail(f"{name} must have shape {tuple(expected)}, got {tuple(t.shape)}")
+
+
+def _autocast(tensors):
+    """Under torch.autocast the ops run in the autocast dtype, as torch.nn.LSTM
+    does: floating arguments are cast to it (parameters stay as they are)."""
+    ref = next(t for t in tensors if t is not None)
+    device = ref.device.type
+    if device not in ("cpu", "cuda") or not torch.is_autocast_enabled(device):
+        return tensors
+    dtype = torch.get_autocast_dtype(device)
+    return [t.to(dtype) if t is not None and t.is_floating_point() else t for t in tensors]
 
 
 def _needs_grad(*tensors):
@@ -72,6 +83,7 @@ def lstm_cell(input, hx=None, w_ih=None, w_hh=None, b_ih=None, b_hh=None):
         for name, b in (("bias_ih", b_ih), ("bias_hh", b_hh)):
             _check_tensor(b, name, ("input", input))
             _check_shape(b, (4 * H,), name)
+    x, h, c, w_ih, w_hh, b_ih, b_hh = _autocast([x, h, c, w_ih, w_hh, b_ih, b_hh])
     need = _needs_grad(x, h, c, w_ih, w_hh, b_ih, b_hh)
     hy, cy, _ = ops.lstm_cell(x, h, c, w_ih, w_hh, b_ih, b_hh, need)
     if not batched:
@@ -94,6 +106,26 @@ def _layer_weights(weights, num_layers, num_directions, bias, proj_size):
     return groups
 
 
+def _sorted_lengths(lengths, T, B, batched):
+    """lengths as the op takes them (int64 on the CPU, non-increasing) and the
+    batch permutation that sorts them (None when already sorted)."""
+    if not batched:
+        _fail("lengths applies to batched (3-D) input only")
+    lengths = torch.as_tensor(lengths)
+    if lengths.dim() != 1 or lengths.shape[0] != B:
+        _fail(f"lengths must be a 1-D tensor of {B} sequence lengths (batch size), got shape {tuple(lengths.shape)}")
+    if lengths.is_floating_point() or lengths.is_complex() or lengths.dtype == torch.bool:
+        _fail(f"lengths must hold integers, got {lengths.dtype}")
+    lengths = lengths.to("cpu", torch.int64)
+    if B and (int(lengths.min()) < 1 or int(lengths.max()) > T):
+        _fail(f"lengths must lie in [1, {T}] (the padded sequence length), got min {int(lengths.min())} "
+              f"and max {int(lengths.max())}")
+    if bool((lengths[:-1] >= lengths[1:]).all()):
+        return lengths, None
+    order = torch.argsort(lengths, descending=True, stable=True)
+    return lengths[order], order
+
+
 def lstm(
     input: torch.Tensor,
     weights: Sequence[torch.Tensor],
@@ -106,13 +138,18 @@ def lstm(
     training: bool = False,
     bidirectional: bool = False,
     proj_size: int = 0,
+    lengths: Optional[torch.Tensor] = None,
 ) -> Tuple[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]]:
     """A multi-layer LSTM with torch.nn.LSTM's semantics.
 
     weights: nn.LSTM's flat weight list (``module._flat_weights``): for each layer
     and direction w_ih (4H, I_l), w_hh (4H, P), [b_ih, b_hh (4H)], [w_hr (P, H)],
     with P = proj_size or H. input (T, B, I) ((B, T, I) if batch_first) or
-    unbatched (T, I). Returns (output, (h_n, c_n)) shaped as nn.LSTM's."""
+    unbatched (T, I). Returns (output, (h_n, c_n)) shaped as nn.LSTM's.
+
+    lengths: optional per-sequence lengths (B,) of a padded batch, in any order:
+    sequence b runs steps t < lengths[b] only; its h_n/c_n are taken at its own
+    last step, and output is zero past its end (as pad_packed_sequence gives)."""
     _check_tensor(input, "input")
     D = 2 if bidirectional else 1
     groups = _layer_weights(weights, num_layers, D, bias, proj_size)
@@ -155,6 +192,13 @@ def lstm(
                       f"got {tuple(t.shape)}")
         if not batched:
             h0, c0 = h0.unsqueeze(1), c0.unsqueeze(1)
+    order = None
+    if lengths is not None:
+        lengths, order = _sorted_lengths(lengths, x.shape[0], B, batched)
+        if order is not None:
+            x, h0, c0 = (t.index_select(1, order.to(t.device)) for t in (x, h0, c0))
+    x, h0, c0 = _autocast([x, h0, c0])
+    groups = [tuple(_autocast(list(g))) for g in groups]
     need = _needs_grad(x, h0, c0, *[w for g in groups for w in g])
     h_n: List[torch.Tensor] = []
     c_n: List[torch.Tensor] = []
@@ -165,7 +209,7 @@ def lstm(
             k = layer * D + d
             w_ih, w_hh, b_ih, b_hh, w_hr = groups[k]
             out, h, c, _, _ = ops.lstm_layer(
-                layer_input, h0[k], c0[k], w_ih, w_hh, b_ih, b_hh, w_hr, None, d == 1, need
+                layer_input, h0[k], c0[k], w_ih, w_hh, b_ih, b_hh, w_hr, lengths, d == 1, need
             )
             outs.append(out)
             h_n.append(h)
@@ -175,6 +219,9 @@ def lstm(
             layer_input = F.dropout(layer_input, p=dropout, training=True)
     output = layer_input
     hn, cn = torch.stack(h_n), torch.stack(c_n)
+    if order is not None:
+        inverse = torch.argsort(order).to(output.device)
+        output, hn, cn = (t.index_select(1, inverse) for t in (output, hn, cn))
     if not batched:
         return output.squeeze(1), (hn.squeeze(1), cn.squeeze(1))
     if batch_first:

@@ -2,7 +2,7 @@
 and forward signature as torch.nn.LSTM / torch.nn.LSTMCell."""
 import torch
 from torch import nn
-from torch.nn.utils.rnn import PackedSequence
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from . import functional as F
 
@@ -21,21 +21,41 @@ class LSTM(nn.RNNBase):
 
     def forward(self, input, hx=None):
         if isinstance(input, PackedSequence):
-            raise NotImplementedError("lstm_fused.LSTM does not accept PackedSequence yet; "
-                                      "pass a padded tensor")
+            return self._forward_packed(input, hx)
+        return self._run(input, hx, batch_first=self.batch_first)
+
+    def _run(self, input, hx, batch_first, lengths=None):
         weights = [getattr(self, name) for name in self._flat_weights_names]
         return F.lstm(
             input,
             weights,
             hx,
+            lengths=lengths,
             num_layers=self.num_layers,
             bias=self.bias,
-            batch_first=self.batch_first,
+            batch_first=batch_first,
             dropout=self.dropout,
             training=self.training,
             bidirectional=self.bidirectional,
             proj_size=self.proj_size,
         )
+
+
+    def _forward_packed(self, packed, hx):
+        """PackedSequence in, PackedSequence out, as torch.nn.LSTM: the kernels
+        run the padded batch with per-sequence lengths, in the packed (sorted)
+        order; hx and (h_n, c_n) are in the caller's batch order."""
+        data, batch_sizes, sorted_indices, unsorted_indices = packed
+        padded, lengths = pad_packed_sequence(PackedSequence(data, batch_sizes))
+        if hx is not None and sorted_indices is not None:
+            if not isinstance(hx, (tuple, list)) or len(hx) != 2:
+                raise F.LSTMArgumentError("lstm_fused: hx must be a tuple (h_0, c_0)")
+            hx = tuple(h.index_select(1, sorted_indices) for h in hx)
+        output, (h_n, c_n) = self._run(padded, hx, batch_first=False, lengths=lengths)
+        out_data = pack_padded_sequence(output, lengths).data
+        if unsorted_indices is not None:
+            h_n, c_n = h_n.index_select(1, unsorted_indices), c_n.index_select(1, unsorted_indices)
+        return PackedSequence(out_data, batch_sizes, sorted_indices, unsorted_indices), (h_n, c_n)
 
 
 class LSTMCell(nn.RNNCellBase):

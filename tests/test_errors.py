@@ -73,10 +73,19 @@ def test_cell_bad_input(call, match):
         call(lstm_fused.LSTMCell(4, 6))
 
 
-def test_packed_sequence_not_silently_wrong(lstm):
-    packed = torch.nn.utils.rnn.pack_padded_sequence(torch.randn(5, 3, 4), [5, 4, 2])
-    with pytest.raises(NotImplementedError, match="PackedSequence"):
-        lstm(packed)
+@pytest.mark.parametrize(
+    "lengths,match",
+    [
+        ([5, 4], r"lengths must be a 1-D tensor of 3 sequence lengths"),
+        ([5, 0, 2], r"lengths must lie in \[1, 5\]"),
+        ([6, 4, 2], r"lengths must lie in \[1, 5\]"),
+        (torch.tensor([5.0, 4.0, 2.0]), r"lengths must hold integers"),
+    ],
+)
+def test_bad_lengths(lstm, lengths, match):
+    weights = [getattr(lstm, n) for n in lstm._flat_weights_names]
+    with pytest.raises(LSTMArgumentError, match=match):
+        lstm_fused.lstm(torch.randn(5, 3, 4), weights, num_layers=2, lengths=lengths)
 
 
 @pytest.mark.parametrize(
