@@ -156,8 +156,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> layer_for
       }
     }
   });
-  const auto none = at::empty({0}, opts);
-  return {output, h, c, need_grad ? gates : none, need_grad ? cells : none};
+  // Distinct empty tensors: outputs of an op must not alias each other.
+  return {output, h, c, need_grad ? gates : at::empty({0}, opts),
+          need_grad ? cells : at::empty({0}, opts)};
 }
 
 // h_{t-1} as seen by each step (T, B, P): the matrix that multiplies dgates
