@@ -116,15 +116,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> layer_for
   const auto opts = input.options();
   const bool packed = lengths.has_value();
 
-  // The input projection of every step in one GEMM, biases folded in.
+  // The input projection of every step in one GEMM; the biases are added by the
+  // pointwise pass, which reads the gates anyway.
   auto gates = buffer({d.T, d.B, 4 * d.H}, opts);
   auto gflat = gates.view({d.T * d.B, 4 * d.H});
-  const auto xflat = input.reshape({d.T * d.B, d.I});
-  if (b_ih.has_value()) {
-    at::addmm_out(gflat, (*b_ih + *b_hh).unsqueeze(0), xflat, transposed<PW>(w_ih));
-  } else {
-    at::mm_out(gflat, xflat, transposed<PW>(w_ih));
-  }
+  at::mm_out(gflat, input.reshape({d.T * d.B, d.I}), transposed<PW>(w_ih));
+  const auto bias = b_ih.has_value() ? (*b_ih + *b_hh).contiguous() : at::Tensor();
   auto output = packed ? at::zeros({d.T, d.B, d.P}, opts) : buffer({d.T, d.B, d.P}, opts);
   // Zeroed when packed so that padded rows stay finite for the backward GEMMs.
   auto cells = !need_grad ? at::Tensor()
@@ -145,7 +142,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> layer_for
       g.addmm_(rows(h, n), w_hh_t);
       auto out_t = output[t];
       PW::template forward<scalar_t>(
-          n, d.H, g.data_ptr<scalar_t>(), nullptr, nullptr, c.data_ptr<scalar_t>(),
+          n, d.H, g.data_ptr<scalar_t>(), ptr_or_null<scalar_t>(bias), nullptr, c.data_ptr<scalar_t>(),
           c.data_ptr<scalar_t>(), d.proj() ? hcell.data_ptr<scalar_t>() : h.data_ptr<scalar_t>(),
           d.proj() ? nullptr : out_t.data_ptr<scalar_t>(),
           need_grad ? cells[t].data_ptr<scalar_t>() : nullptr);
