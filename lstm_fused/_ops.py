@@ -1,9 +1,7 @@
 """Loads the compiled ops and registers what the dispatcher needs from Python:
-fake (meta) kernels for torch.compile, and autograd formulas built on the
-backward ops. Every op lives in the ``torch.ops.lstm_fused`` namespace."""
+fake (meta) kernels for torch.compile and opcheck. Autograd is registered in
+C++ (csrc/autograd.cpp). Every op lives in the ``torch.ops.lstm_fused`` namespace."""
 import torch
-
-from . import _reference
 
 
 def _check_build():
@@ -78,74 +76,3 @@ def _layer_backward_fake(grad_output, grad_hn, grad_cn, input, h0, c0, w_ih, w_h
         bias,
         whr,
     )
-
-
-# -------------------------------------------------------------------- autograd
-def _zeros_if_none(grad, like):
-    return torch.zeros_like(like) if grad is None else grad
-
-
-def _cell_setup(ctx, inputs, output):
-    input, hx, cx, w_ih, w_hh, b_ih, b_hh, need_gates = inputs
-    hy, cy, gates = output
-    ctx.has_bias = b_ih is not None
-    ctx.need_gates = need_gates
-    ctx.save_for_backward(input, hx, cx, w_ih, w_hh, b_ih, b_hh, cy, gates)
-
-
-def _cell_backward(ctx, grad_hy, grad_cy, _grad_gates):
-    input, hx, cx, w_ih, w_hh, b_ih, b_hh, cy, gates = ctx.saved_tensors
-    if not ctx.need_gates:
-        raise RuntimeError("lstm_fused: lstm_cell was called with need_gates=False; "
-                           "call it with need_gates=True to differentiate it")
-    grad_hy = _zeros_if_none(grad_hy, cy)
-    grad_cy = _zeros_if_none(grad_cy, cy)
-    if torch.is_grad_enabled():
-        # create_graph=True: differentiate a differentiable recomputation so that
-        # the gradient itself has a graph (double backward).
-        return _reference.cell_vjp(
-            (input, hx, cx, w_ih, w_hh, b_ih, b_hh), ctx.needs_input_grad, (grad_hy, grad_cy)
-        ) + (None,)
-    gi, ghx, gcx, gwi, gwh, gb = ops.lstm_cell_backward(
-        grad_hy, grad_cy, input, hx, cx, w_ih, w_hh, cy, gates, ctx.has_bias
-    )
-    gb = gb if ctx.has_bias else None
-    return gi, ghx, gcx, gwi, gwh, gb, gb, None
-
-
-def _layer_setup(ctx, inputs, output):
-    input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths, reverse, need_grad = inputs
-    out, h_n, c_n, gates, cells = output
-    ctx.has_bias = b_ih is not None
-    ctx.reverse = reverse
-    ctx.need_grad = need_grad
-    ctx.save_for_backward(input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths, out, gates, cells)
-
-
-def _layer_backward(ctx, grad_out, grad_hn, grad_cn, _grad_gates, _grad_cells):
-    input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths, out, gates, cells = ctx.saved_tensors
-    if not ctx.need_grad:
-        raise RuntimeError("lstm_fused: lstm_layer was called with need_grad=False; "
-                           "call it with need_grad=True to differentiate it")
-    grad_out = _zeros_if_none(grad_out, out)
-    grad_hn = _zeros_if_none(grad_hn, h0)
-    grad_cn = _zeros_if_none(grad_cn, c0)
-    if torch.is_grad_enabled():
-        return _reference.layer_vjp(
-            (input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr),
-            ctx.needs_input_grad,
-            (grad_out, grad_hn, grad_cn),
-            lengths,
-            ctx.reverse,
-        ) + (None, None, None)
-    gi, gh0, gc0, gwi, gwh, gb, gwr = ops.lstm_layer_backward(
-        grad_out, grad_hn, grad_cn, input, h0, c0, w_ih, w_hh, w_hr, lengths, out, gates, cells,
-        ctx.has_bias, ctx.reverse,
-    )
-    gb = gb if ctx.has_bias else None
-    gwr = gwr if w_hr is not None else None
-    return gi, gh0, gc0, gwi, gwh, gb, gb, gwr, None, None, None
-
-
-torch.library.register_autograd("lstm_fused::lstm_cell", _cell_backward, setup_context=_cell_setup)
-torch.library.register_autograd("lstm_fused::lstm_layer", _layer_backward, setup_context=_layer_setup)

@@ -1,5 +1,5 @@
-"""The LSTM in plain, differentiable torch ops: the recomputation behind double
-backward, and an independent reference for tests. Same conventions as the ops
+"""The LSTM in plain torch ops: an independent reference for tests on devices
+where torch.nn.LSTM itself takes other code paths. Same conventions as the ops
 (time-major, gates i, f, g, o; lengths: step t runs only where t < lengths)."""
 import torch
 
@@ -36,26 +36,3 @@ def layer(input, h0, c0, w_ih, w_hh, b_ih=None, b_hh=None, w_hr=None, lengths=No
             outs[t] = torch.where(running, h_new, torch.zeros_like(h_new))
     output = torch.stack(outs) if T else input.new_zeros((0,) + tuple(h0.shape))
     return output, h, c
-
-
-def _vjp(outputs, inputs, needs, grads):
-    wrt = [x for x, need in zip(inputs, needs) if need and x is not None]
-    got = iter(torch.autograd.grad(outputs, wrt, grads, create_graph=True, allow_unused=True))
-    result = []
-    for x, need in zip(inputs, needs):
-        if need and x is not None:
-            g = next(got)
-            result.append(torch.zeros_like(x) if g is None else g)
-        else:
-            result.append(None)
-    return tuple(result)
-
-
-def cell_vjp(inputs, needs, grads):
-    """Gradients of cell(*inputs) against grads, themselves differentiable."""
-    return _vjp(cell(*inputs), inputs, needs, grads)
-
-
-def layer_vjp(inputs, needs, grads, lengths, reverse):
-    """Gradients of layer(*inputs, lengths, reverse) against grads, differentiable."""
-    return _vjp(layer(*inputs, lengths=lengths, reverse=reverse), inputs, needs, grads)

@@ -1,0 +1,202 @@
+// Autograd for the forward ops, registered for the Autograd dispatch key in C++
+// (a Python autograd registration costs ~25 µs per call, as much as a whole
+// small LSTMCell step). Backward calls the fused backward ops; under
+// create_graph=True it differentiates the ATen recomputation in reference.cpp
+// instead, so that double backward works.
+#include <ATen/core/dispatch/Dispatcher.h>
+#include <torch/autograd.h>
+#include <torch/library.h>
+
+#include "reference.h"
+
+namespace lstm_fused {
+namespace {
+
+using at::Tensor;
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+
+Tensor or_zeros(const Tensor& grad, const Tensor& like) {
+  return grad.defined() ? grad : at::zeros_like(like);
+}
+
+Tensor opt(const std::optional<Tensor>& t) { return t.has_value() ? *t : Tensor(); }
+
+std::optional<Tensor> as_opt(const Tensor& t) {
+  return t.defined() ? std::optional<Tensor>(t) : std::nullopt;
+}
+
+// Gradients of `outputs` against `grads` for each of `inputs` that needs one,
+// themselves differentiable (create_graph). Undefined where not needed.
+variable_list differentiable_vjp(const variable_list& outputs, const variable_list& grads,
+                                 const variable_list& inputs, AutogradContext* ctx) {
+  variable_list wrt;
+  std::vector<size_t> where;
+  // needs_input_grad counts only the tensor arguments that were given.
+  size_t edge = 0;
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    if (!inputs[i].defined()) continue;
+    if (ctx->needs_input_grad(edge++) && inputs[i].requires_grad()) {
+      wrt.push_back(inputs[i]);
+      where.push_back(i);
+    }
+  }
+  variable_list result(inputs.size());
+  if (wrt.empty()) return result;
+  const auto got = torch::autograd::grad(outputs, wrt, grads, /*retain_graph=*/true,
+                                         /*create_graph=*/true, /*allow_unused=*/true);
+  for (size_t k = 0; k < where.size(); ++k) {
+    result[where[k]] = got[k].defined() ? got[k] : at::zeros_like(wrt[k]);
+  }
+  return result;
+}
+
+class LayerFunction : public torch::autograd::Function<LayerFunction> {
+ public:
+  static variable_list forward(AutogradContext* ctx, const Tensor& input, const Tensor& h0,
+                               const Tensor& c0, const Tensor& w_ih, const Tensor& w_hh,
+                               const std::optional<Tensor>& b_ih,
+                               const std::optional<Tensor>& b_hh,
+                               const std::optional<Tensor>& w_hr,
+                               const std::optional<Tensor>& lengths, bool reverse, bool need_grad) {
+    static const auto op = c10::Dispatcher::singleton()
+                               .findSchemaOrThrow("lstm_fused::lstm_layer", "")
+                               .typed<std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor>(
+                                   const Tensor&, const Tensor&, const Tensor&, const Tensor&,
+                                   const Tensor&, const std::optional<Tensor>&,
+                                   const std::optional<Tensor>&, const std::optional<Tensor>&,
+                                   const std::optional<Tensor>&, bool, bool)>();
+    at::AutoDispatchBelowADInplaceOrView below_autograd;
+    auto [out, hn, cn, gates, cells] =
+        op.call(input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths, reverse, need_grad);
+    ctx->save_for_backward(
+        {input, h0, c0, w_ih, w_hh, opt(b_ih), opt(b_hh), opt(w_hr), out, gates, cells});
+    ctx->saved_data["lengths"] = lengths;
+    ctx->saved_data["reverse"] = reverse;
+    ctx->saved_data["need_grad"] = need_grad;
+    ctx->mark_non_differentiable({gates, cells});
+    return {out, hn, cn, gates, cells};
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    TORCH_CHECK(ctx->saved_data["need_grad"].toBool(),
+                "lstm_fused: lstm_layer was called with need_grad=False; call it with "
+                "need_grad=True to differentiate it");
+    const auto s = ctx->get_saved_variables();
+    const Tensor &input = s[0], &h0 = s[1], &c0 = s[2], &w_ih = s[3], &w_hh = s[4];
+    const Tensor &b_ih = s[5], &b_hh = s[6], &w_hr = s[7], &out = s[8], &gates = s[9],
+                 &cells = s[10];
+    const auto lengths = ctx->saved_data["lengths"].toOptional<Tensor>();
+    const bool reverse = ctx->saved_data["reverse"].toBool();
+    const variable_list g = {or_zeros(grads[0], out), or_zeros(grads[1], h0),
+                             or_zeros(grads[2], c0)};
+    if (at::GradMode::is_enabled()) {
+      const variable_list inputs = {input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr};
+      auto result = differentiable_vjp(
+          layer_reference(input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths, reverse), g,
+          inputs, ctx);
+      result.resize(11);
+      return result;
+    }
+    static const auto op =
+        c10::Dispatcher::singleton()
+            .findSchemaOrThrow("lstm_fused::lstm_layer_backward", "")
+            .typed<std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor>(
+                const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&,
+                const Tensor&, const Tensor&, const Tensor&, const std::optional<Tensor>&,
+                const std::optional<Tensor>&, const Tensor&, const Tensor&, const Tensor&, bool,
+                bool)>();
+    const bool has_bias = b_ih.defined();
+    auto [gi, gh0, gc0, gwi, gwh, gb, gwr] =
+        op.call(g[0], g[1], g[2], input, h0, c0, w_ih, w_hh, as_opt(w_hr), lengths, out, gates,
+                cells, has_bias, reverse);
+    return {gi,
+            gh0,
+            gc0,
+            gwi,
+            gwh,
+            has_bias ? gb : Tensor(),
+            has_bias ? gb : Tensor(),
+            w_hr.defined() ? gwr : Tensor(),
+            Tensor(),
+            Tensor(),
+            Tensor()};
+  }
+};
+
+class CellFunction : public torch::autograd::Function<CellFunction> {
+ public:
+  static variable_list forward(AutogradContext* ctx, const Tensor& input, const Tensor& hx,
+                               const Tensor& cx, const Tensor& w_ih, const Tensor& w_hh,
+                               const std::optional<Tensor>& b_ih,
+                               const std::optional<Tensor>& b_hh, bool need_gates) {
+    static const auto op = c10::Dispatcher::singleton()
+                               .findSchemaOrThrow("lstm_fused::lstm_cell", "")
+                               .typed<std::tuple<Tensor, Tensor, Tensor>(
+                                   const Tensor&, const Tensor&, const Tensor&, const Tensor&,
+                                   const Tensor&, const std::optional<Tensor>&,
+                                   const std::optional<Tensor>&, bool)>();
+    at::AutoDispatchBelowADInplaceOrView below_autograd;
+    auto [hy, cy, gates] = op.call(input, hx, cx, w_ih, w_hh, b_ih, b_hh, need_gates);
+    ctx->save_for_backward({input, hx, cx, w_ih, w_hh, opt(b_ih), opt(b_hh), cy, gates});
+    ctx->saved_data["need_gates"] = need_gates;
+    ctx->mark_non_differentiable({gates});
+    return {hy, cy, gates};
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    TORCH_CHECK(ctx->saved_data["need_gates"].toBool(),
+                "lstm_fused: lstm_cell was called with need_gates=False; call it with "
+                "need_gates=True to differentiate it");
+    const auto s = ctx->get_saved_variables();
+    const Tensor &input = s[0], &hx = s[1], &cx = s[2], &w_ih = s[3], &w_hh = s[4];
+    const Tensor &b_ih = s[5], &b_hh = s[6], &cy = s[7], &gates = s[8];
+    const variable_list g = {or_zeros(grads[0], cy), or_zeros(grads[1], cy)};
+    if (at::GradMode::is_enabled()) {
+      const variable_list inputs = {input, hx, cx, w_ih, w_hh, b_ih, b_hh};
+      auto result = differentiable_vjp(cell_reference(input, hx, cx, w_ih, w_hh, b_ih, b_hh), g,
+                                       inputs, ctx);
+      result.resize(8);
+      return result;
+    }
+    static const auto op = c10::Dispatcher::singleton()
+                               .findSchemaOrThrow("lstm_fused::lstm_cell_backward", "")
+                               .typed<std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor>(
+                                   const Tensor&, const Tensor&, const Tensor&, const Tensor&,
+                                   const Tensor&, const Tensor&, const Tensor&, const Tensor&,
+                                   const Tensor&, bool)>();
+    const bool has_bias = b_ih.defined();
+    auto [gi, ghx, gcx, gwi, gwh, gb] =
+        op.call(g[0], g[1], input, hx, cx, w_ih, w_hh, cy, gates, has_bias);
+    return {gi, ghx, gcx, gwi, gwh, has_bias ? gb : Tensor(), has_bias ? gb : Tensor(), Tensor()};
+  }
+};
+
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> layer_autograd(
+    const Tensor& input, const Tensor& h0, const Tensor& c0, const Tensor& w_ih,
+    const Tensor& w_hh, const std::optional<Tensor>& b_ih, const std::optional<Tensor>& b_hh,
+    const std::optional<Tensor>& w_hr, const std::optional<Tensor>& lengths, bool reverse,
+    bool need_grad) {
+  auto r = LayerFunction::apply(input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths, reverse,
+                                need_grad);
+  return {r[0], r[1], r[2], r[3], r[4]};
+}
+
+std::tuple<Tensor, Tensor, Tensor> cell_autograd(const Tensor& input, const Tensor& hx,
+                                                 const Tensor& cx, const Tensor& w_ih,
+                                                 const Tensor& w_hh,
+                                                 const std::optional<Tensor>& b_ih,
+                                                 const std::optional<Tensor>& b_hh,
+                                                 bool need_gates) {
+  auto r = CellFunction::apply(input, hx, cx, w_ih, w_hh, b_ih, b_hh, need_gates);
+  return {r[0], r[1], r[2]};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(lstm_fused, Autograd, m) {
+  m.impl("lstm_layer", &layer_autograd);
+  m.impl("lstm_cell", &cell_autograd);
+}
+
+}  // namespace lstm_fused
