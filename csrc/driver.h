@@ -32,10 +32,36 @@ inline bool poison_enabled() {
   return on;
 }
 
-inline at::Tensor buffer(at::IntArrayRef sizes, const at::TensorOptions& opts) {
-  auto t = at::empty(sizes, opts);
+inline at::Tensor poisoned(at::Tensor t) {
   if (poison_enabled()) t.fill_(std::numeric_limits<double>::quiet_NaN());
   return t;
+}
+
+inline at::Tensor buffer(at::IntArrayRef sizes, const at::TensorOptions& opts) {
+  return poisoned(at::empty(sizes, opts));
+}
+
+// A policy may provide `static at::Tensor empty(sizes, opts)` to allocate the
+// drivers' large buffers its own way (the CPU policy reuses cached blocks).
+template <class PW, class = void>
+struct HasEmpty : std::false_type {};
+template <class PW>
+struct HasEmpty<PW, std::void_t<decltype(PW::empty(std::declval<at::IntArrayRef>(),
+                                                   std::declval<at::TensorOptions>()))>>
+    : std::true_type {};
+
+template <class PW>
+at::Tensor buffer(at::IntArrayRef sizes, const at::TensorOptions& opts) {
+  if constexpr (HasEmpty<PW>::value) {
+    return poisoned(PW::empty(sizes, opts));
+  } else {
+    return buffer(sizes, opts);
+  }
+}
+
+template <class PW>
+at::Tensor zeros(at::IntArrayRef sizes, const at::TensorOptions& opts) {
+  return buffer<PW>(sizes, opts).zero_();
 }
 
 // A policy that sets `static constexpr bool kContiguousTransposedWeights = true`
@@ -64,8 +90,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> cell_forward(
   const auto d = check_cell_args(input, hx, cx, w_ih, w_hh, b_ih, b_hh);
   auto gates = at::mm(input, w_ih.t());
   gates.addmm_(hx, w_hh.t());
-  auto cy = buffer({d.B, d.H}, input.options());
-  auto hy = buffer({d.B, d.H}, input.options());
+  at::Tensor cy = buffer<PW>({d.B, d.H}, input.options());
+  at::Tensor hy = buffer<PW>({d.B, d.H}, input.options());
   const auto cxc = cx.contiguous();
   const auto bi = b_ih.has_value() ? b_ih->contiguous() : at::Tensor();
   const auto bh = b_hh.has_value() ? b_hh->contiguous() : at::Tensor();
@@ -86,7 +112,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
   const auto d = check_cell_args(input, hx, cx, w_ih, w_hh, std::nullopt, std::nullopt);
   TORCH_CHECK(gates.sizes() == at::IntArrayRef({d.B, 4 * d.H}),
               "lstm_fused: gates must be (B, 4H) from lstm_cell(need_gates=True)");
-  auto dgates = buffer({d.B, 4 * d.H}, input.options());
+  at::Tensor dgates = buffer<PW>({d.B, 4 * d.H}, input.options());
   auto dc = grad_cy.contiguous().clone();
   const auto ghy = grad_hy.contiguous();
   const auto cxc = cx.contiguous();
@@ -118,20 +144,20 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> layer_for
 
   // The input projection of every step in one GEMM; the biases are added by the
   // pointwise pass, which reads the gates anyway.
-  auto gates = buffer({d.T, d.B, 4 * d.H}, opts);
+  at::Tensor gates = buffer<PW>({d.T, d.B, 4 * d.H}, opts);
   auto gflat = gates.view({d.T * d.B, 4 * d.H});
   at::mm_out(gflat, input.reshape({d.T * d.B, d.I}), transposed<PW>(w_ih));
   const auto bias = b_ih.has_value() ? (*b_ih + *b_hh).contiguous() : at::Tensor();
-  auto output = packed ? at::zeros({d.T, d.B, d.P}, opts) : buffer({d.T, d.B, d.P}, opts);
+  at::Tensor output = packed ? zeros<PW>({d.T, d.B, d.P}, opts) : buffer<PW>({d.T, d.B, d.P}, opts);
   // Zeroed when packed so that padded rows stay finite for the backward GEMMs.
-  auto cells = !need_grad ? at::Tensor()
-               : packed   ? at::zeros({d.T, d.B, d.H}, opts)
-                          : buffer({d.T, d.B, d.H}, opts);
+  at::Tensor cells = !need_grad ? at::Tensor()
+               : packed   ? zeros<PW>({d.T, d.B, d.H}, opts)
+                          : buffer<PW>({d.T, d.B, d.H}, opts);
   auto h = h0.contiguous().clone();
   auto c = c0.contiguous().clone();
-  auto hcell = d.proj() ? buffer({d.B, d.H}, opts) : at::Tensor();
+  at::Tensor hcell = d.proj() ? buffer<PW>({d.B, d.H}, opts) : at::Tensor();
   const auto w_hh_t = transposed<PW>(w_hh);
-  const auto w_hr_t = d.proj() ? transposed<PW>(*w_hr) : at::Tensor();
+  const at::Tensor w_hr_t = d.proj() ? transposed<PW>(*w_hr) : at::Tensor();
 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, input.scalar_type(), "lstm_layer", [&] {
     for (int64_t s = 0; s < d.T; ++s) {
@@ -160,10 +186,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> layer_for
 
 // h_{t-1} as seen by each step (T, B, P): the matrix that multiplies dgates
 // into dW_hh. Rows that are not running at a step are zero or h0 (finite).
-inline at::Tensor previous_h(const at::Tensor& output, const at::Tensor& h0,
+template <class PW = void>
+at::Tensor previous_h(const at::Tensor& output, const at::Tensor& h0,
                              const std::vector<int64_t>& n_active, bool reverse) {
   const int64_t T = output.size(0);
-  auto hprev = buffer(output.sizes(), output.options());
+  at::Tensor hprev = buffer<PW>(output.sizes(), output.options());
   if (T == 0) return hprev;
   if (!reverse) {
     hprev[0].copy_(h0);
@@ -197,8 +224,8 @@ layer_backward(const at::Tensor& grad_output, const at::Tensor& grad_hn, const a
   const auto opts = input.options();
   const bool packed = lengths.has_value();
 
-  auto dgates = packed ? at::zeros({d.T, d.B, 4 * d.H}, opts)
-                       : buffer({d.T, d.B, 4 * d.H}, opts);
+  at::Tensor dgates = packed ? zeros<PW>({d.T, d.B, 4 * d.H}, opts)
+                       : buffer<PW>({d.T, d.B, 4 * d.H}, opts);
   auto dh = grad_hn.contiguous().clone();
   auto dc = grad_cn.contiguous().clone();
   const auto go = grad_output.contiguous();
@@ -207,10 +234,10 @@ layer_backward(const at::Tensor& grad_output, const at::Tensor& grad_hn, const a
   const auto c0c = c0.contiguous();
   // With a projection, dL/dh_t (width P) is kept for dW_hr and mapped to the
   // cell's output width H before the pointwise step.
-  auto dhp_all = !d.proj() ? at::Tensor()
-                 : packed  ? at::zeros({d.T, d.B, d.P}, opts)
-                           : buffer({d.T, d.B, d.P}, opts);
-  auto dhcell = d.proj() ? buffer({d.B, d.H}, opts) : at::Tensor();
+  at::Tensor dhp_all = !d.proj() ? at::Tensor()
+                 : packed  ? zeros<PW>({d.T, d.B, d.P}, opts)
+                           : buffer<PW>({d.T, d.B, d.P}, opts);
+  at::Tensor dhcell = d.proj() ? buffer<PW>({d.B, d.H}, opts) : at::Tensor();
 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, input.scalar_type(), "lstm_layer_backward", [&] {
     for (int64_t s = d.T - 1; s >= 0; --s) {
@@ -255,8 +282,10 @@ layer_backward(const at::Tensor& grad_output, const at::Tensor& grad_hn, const a
 
   const auto dflat = dgates.view({d.T * d.B, 4 * d.H});
   const auto xflat = input.reshape({d.T * d.B, d.I});
-  const auto hprev = previous_h(output, h0, n_active, reverse);
-  auto grad_input = at::mm(dflat, w_ih).view({d.T, d.B, d.I});
+  const at::Tensor hprev = previous_h<PW>(output, h0, n_active, reverse);
+  at::Tensor grad_input = buffer<PW>({d.T, d.B, d.I}, opts);
+  auto grad_input_flat = grad_input.view({d.T * d.B, d.I});
+  at::mm_out(grad_input_flat, dflat, w_ih);
   auto grad_w_ih = at::mm(dflat.t(), xflat);
   auto grad_w_hh = at::mm(dflat.t(), hprev.view({d.T * d.B, d.P}));
   auto grad_bias = has_bias ? dflat.sum(0) : at::empty({0}, opts);

@@ -10,10 +10,16 @@
 #include <cmath>
 #include <type_traits>
 
+#include "host_pool.h"
+
 namespace lstm_fused {
 
 struct CpuPointwise {
   static constexpr bool kContiguousTransposedWeights = true;
+
+  static at::Tensor empty(at::IntArrayRef sizes, const at::TensorOptions& opts) {
+    return pooled_empty(sizes, opts);
+  }
   // Below this many elements per call, threading costs more than it saves.
   static constexpr int64_t kGrain = 16384;
 
