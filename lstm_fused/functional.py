@@ -53,6 +53,39 @@ def lstm_cell(input, hx=None, w_ih=None, w_hh=None, b_ih=None, b_hh=None):
 
     input (B, I) or (I,); hx a pair (h, c) of (B, H) (or (H,) unbatched), zeros if None;
     w_ih (4H, I), w_hh (4H, H), b_ih/b_hh (4H) or None. Returns (h', c')."""
+    if torch.compiler.is_compiling():
+        _check_cell_args(input, hx, w_ih, w_hh, b_ih, b_hh)
+        return _cell(input, hx, w_ih, w_hh, b_ih, b_hh)
+    # A step can cost as little as the argument checks: the op validates every
+    # argument in C++ before computing anything, and the checks here only run
+    # to name the bad argument when it refuses.
+    try:
+        if hx is not None and not isinstance(hx, (tuple, list)):
+            raise TypeError("hx")
+        return _cell(input, hx, w_ih, w_hh, b_ih, b_hh)
+    except (RuntimeError, TypeError, ValueError, AttributeError, IndexError):
+        _check_cell_args(input, hx, w_ih, w_hh, b_ih, b_hh)
+        raise
+
+
+def _cell(input, hx, w_ih, w_hh, b_ih, b_hh):
+    batched = input.dim() == 2
+    x = input if batched else input.unsqueeze(0)
+    if hx is None:
+        h = c = x.new_zeros((x.shape[0], w_hh.shape[1]))
+    else:
+        h, c = hx
+        if not batched:
+            h, c = h.unsqueeze(0), c.unsqueeze(0)
+    x, h, c, w_ih, w_hh, b_ih, b_hh = _autocast([x, h, c, w_ih, w_hh, b_ih, b_hh])
+    need = _needs_grad(x, h, c, w_ih, w_hh, b_ih, b_hh)
+    hy, cy, _ = ops.lstm_cell(x, h, c, w_ih, w_hh, b_ih, b_hh, need)
+    if not batched:
+        hy, cy = hy.squeeze(0), cy.squeeze(0)
+    return hy, cy
+
+
+def _check_cell_args(input, hx, w_ih, w_hh, b_ih, b_hh):
     _check_tensor(input, "input")
     for name, w in (("weight_ih", w_ih), ("weight_hh", w_hh)):
         _check_tensor(w, name, ("input", input))
@@ -64,31 +97,18 @@ def lstm_cell(input, hx=None, w_ih=None, w_hh=None, b_ih=None, b_hh=None):
     if input.shape[-1] != w_ih.shape[1]:
         _fail(f"input must have {w_ih.shape[1]} features (input_size), got {input.shape[-1]}")
     batched = input.dim() == 2
-    x = input if batched else input.unsqueeze(0)
-    B = x.shape[0]
-    if hx is None:
-        h = c = x.new_zeros((B, H))
-    else:
+    if hx is not None:
         if not isinstance(hx, (tuple, list)) or len(hx) != 2:
             _fail("hx must be a tuple (h_0, c_0)")
-        h, c = hx
-        for name, t in (("hx[0] (h_0)", h), ("hx[1] (c_0)", c)):
+        for name, t in (("hx[0] (h_0)", hx[0]), ("hx[1] (c_0)", hx[1])):
             _check_tensor(t, name, ("input", input))
-            _check_shape(t, (B, H) if batched else (H,), name)
-        if not batched:
-            h, c = h.unsqueeze(0), c.unsqueeze(0)
+            _check_shape(t, (input.shape[0], H) if batched else (H,), name)
     if (b_ih is None) != (b_hh is None):
         _fail("bias_ih and bias_hh must both be given or both be None")
     if b_ih is not None:
         for name, b in (("bias_ih", b_ih), ("bias_hh", b_hh)):
             _check_tensor(b, name, ("input", input))
             _check_shape(b, (4 * H,), name)
-    x, h, c, w_ih, w_hh, b_ih, b_hh = _autocast([x, h, c, w_ih, w_hh, b_ih, b_hh])
-    need = _needs_grad(x, h, c, w_ih, w_hh, b_ih, b_hh)
-    hy, cy, _ = ops.lstm_cell(x, h, c, w_ih, w_hh, b_ih, b_hh, need)
-    if not batched:
-        hy, cy = hy.squeeze(0), cy.squeeze(0)
-    return hy, cy
 
 
 def _layer_weights(weights, num_layers, num_directions, bias, proj_size):
