@@ -16,6 +16,7 @@ from lstm_fused.bench import main
 from lstm_fused.bench import floor
 from lstm_fused.bench.baselines import CellLoopLSTM, ReferenceCell, ReferenceLSTM
 from lstm_fused.bench.cases import Case
+from lstm_fused.bench.check import within_torch_error
 from lstm_fused.bench.machine import Machine
 from lstm_fused.bench.sweep import FIELDS, run_case
 
@@ -217,8 +218,34 @@ def test_a_wrong_result_is_reported_not_hidden():
     case = Case("cpu", "float32", "fwd", 5, 2, 4, 6)
     rows = {r["contender"]: r for r in run_case(case, fake, ["nn"], machine, budget_s=0.01)}
     assert rows["lstm_fused"]["check"].startswith("MISMATCH")
-    assert rows["lstm_fused"]["check_detail"] == "output"
+    assert rows["lstm_fused"]["check_detail"].startswith("output")
     assert rows["nn.LSTM"]["check"] == "ref"
+
+
+def test_past_the_tolerance_torch_own_error_against_float64_decides():
+    exact = {"output": torch.linspace(-1, 1, 50, dtype=torch.float64)}
+    torch_result = {"output": exact["output"] + 0.05}   # torch itself 5% off in this dtype
+    close = {"output": exact["output"] - 0.1}           # within 4x torch's error
+    far = {"output": exact["output"] + 0.3}
+    assert within_torch_error(close, torch_result, exact, "bfloat16")[0]
+    ok, detail = within_torch_error(far, torch_result, exact, "bfloat16")
+    assert not ok and detail.startswith("output")
+
+
+class _Unsupported(torch.nn.LSTM):
+    def forward(self, x, hx):
+        raise NotImplementedError("this shape is not supported")
+
+
+def test_a_failing_contender_is_reported_and_the_rest_still_run():
+    fake = types.SimpleNamespace(LSTM=_Unsupported, LSTMCell=torch.nn.LSTMCell)
+    machine = Machine({("cpu", "float32"): 1e11}, {"cpu": 1e10}, {"cpu": 0.0}, {"float32": 4})
+    case = Case("cpu", "float32", "inference", 5, 2, 4, 6)
+    rows = {r["contender"]: r for r in run_case(case, fake, ["nn", "reference"], machine, budget_s=0.01)}
+    assert rows["lstm_fused"]["check"] == "ERROR NotImplementedError"
+    assert "not supported" in rows["lstm_fused"]["check_detail"]
+    assert rows["lstm_fused"]["median_us"] is None
+    assert rows["reference"]["check"] == "ok" and rows["reference"]["median_us"] > 0
 
 
 def test_the_real_package_is_benchmarked():

@@ -1,0 +1,97 @@
+"""The environment a run reports in its header and stores with its results."""
+import datetime
+import os
+import platform
+import re
+
+import torch
+
+
+def _cpu_model():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _onednn_version():
+    match = re.search(r"MKL-DNN v([\d.]+)", torch.__config__.show())
+    return match.group(1) if match else None
+
+
+def _cudnn_version():
+    try:
+        v = torch.backends.cudnn.version()
+    except Exception:
+        return None
+    return None if v is None else f"{v // 10000}.{v % 10000 // 100}.{v % 100}"
+
+
+def collect(api):
+    env = {
+        "date": datetime.datetime.now().isoformat(timespec="seconds"),
+        "host": platform.node(),
+        "python": platform.python_version(),
+        "cpu": _cpu_model(),
+        "cpu_logical_cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "torch": torch.__version__,
+        "onednn": _onednn_version() if torch.backends.mkldnn.is_available() else None,
+        "cuda": torch.version.cuda,
+        "cudnn": _cudnn_version(),
+        "cuda_available": torch.cuda.is_available(),
+        "gpu": None,
+        "tf32": torch.backends.cudnn.allow_tf32 and torch.backends.cuda.matmul.allow_tf32,
+        "lstm_fused": getattr(api, "__version__", None),
+        "lstm_fused_file": getattr(api, "__file__", None),
+        "lstm_fused_path": api.get_path() if hasattr(api, "get_path") else None,
+        "load_average_1min": load_average(),
+    }
+    if env["cuda_available"]:
+        props = torch.cuda.get_device_properties(0)
+        env["gpu"] = f"{props.name} ({props.total_memory / 2 ** 30:.0f} GiB, sm_{props.major}{props.minor}, {props.multi_processor_count} SMs)"
+    return env
+
+
+def load_average():
+    return os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+
+
+def load_warning(load, cores, when):
+    """A line to print when other processes keep the CPUs busy: with a core taken, the
+    OpenMP regions of nn.LSTM on CPU stall for tens of ms per call, and every CPU
+    figure drifts."""
+    cores = cores or 1
+    if load is not None and load > 0.5 * cores:
+        return (f"warning: load average {load:.2f} on {cores} cores {when}: other processes "
+                "compete for the CPUs, CPU timings are unreliable")
+    return None
+
+
+def header_lines(env, machine):
+    cuda = f"CUDA {env['cuda']}" if env["cuda"] else "CUDA none"
+    if env["cuda"] and not env["cuda_available"]:
+        cuda += " (no device)"
+    load = env["load_average_1min"]
+    lines = [
+        f"lstm_fused bench  {env['date']}  {env['host']}",
+        f"CPU   {env['cpu']}, {env['cpu_logical_cores']} logical cores, torch threads {env['torch_threads']} "
+        f"({env['cpu_capability']})" + ("" if load is None else f", load {load:.2f}"),
+        f"GPU   {env['gpu'] or 'none'}",
+        f"torch {env['torch']}, {cuda}, cuDNN {env['cudnn'] or 'none'}, oneDNN {env['onednn'] or 'none'}, "
+        f"TF32 {'on' if env['tf32'] else 'off'}, python {env['python']}",
+        f"lstm_fused {env['lstm_fused'] or '?'}" + (f", CUDA path {env['lstm_fused_path']}" if env["lstm_fused_path"] else ""),
+    ]
+    rates = []
+    for (device, dtype), v in sorted(machine.gemm_flops.items()):
+        rates.append(f"{device} {dtype} GEMM {v / 1e9:,.0f} GFLOP/s")
+    for device, v in sorted(machine.bandwidth.items()):
+        rates.append(f"{device} copy {v / 1e9:,.1f} GB/s")
+    lines.append("floor " + "; ".join(rates) + "; per-step barrier 1 us on GPU")
+    warning = load_warning(load, env["cpu_logical_cores"], "before the run")
+    return lines + ([warning] if warning else [])

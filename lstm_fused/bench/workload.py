@@ -1,0 +1,71 @@
+"""Inputs of a case and the call each mode times. Every contender gets the very same
+input sets; rotating through several keeps one set from sitting warm in cache."""
+import itertools
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+
+from .contenders import lstm_named_parameters
+
+
+@dataclass
+class InputSet:
+    x: torch.Tensor
+    h0: torch.Tensor
+    c0: torch.Tensor
+    gy: Optional[torch.Tensor]  # gradient fed to backward in fwdbwd mode
+
+
+def make_inputs(case, n_sets, seed=0):
+    # drawn where they are used: the largest GPU shapes hold hundreds of millions of values
+    gen = torch.Generator(device=case.device).manual_seed(seed + 1)
+
+    def rand(*shape):
+        return torch.randn(*shape, generator=gen, device=case.device, dtype=case.torch_dtype)
+
+    sets = []
+    for _ in range(n_sets):
+        if case.mode == "cell":
+            sets.append(InputSet(rand(case.B, case.I), rand(case.B, case.out_size),
+                                 rand(case.B, case.H), None))
+            continue
+        states = case.layers * case.dirs
+        x = rand(case.T, case.B, case.I)
+        gy = None
+        if case.mode == "fwdbwd":
+            x.requires_grad_(True)  # as for a layer fed by an embedding or another layer
+            gy = rand(case.T, case.B, case.out_size * case.dirs)
+        sets.append(InputSet(x, rand(states, case.B, case.out_size), rand(states, case.B, case.H), gy))
+    return sets
+
+
+def make_call(module, mode):
+    """fn(inputs) -> outputs, doing exactly what the mode times."""
+    if mode == "inference":
+        def call(s):
+            with torch.no_grad():
+                return module(s.x, (s.h0, s.c0))
+    elif mode in ("fwd", "cell"):
+        def call(s):
+            return module(s.x, (s.h0, s.c0))
+    elif mode == "fwdbwd":
+        params = list(lstm_named_parameters(module).values())
+
+        def call(s):
+            # grads are dropped, not accumulated, so every call does the same work
+            for p in params:
+                p.grad = None
+            s.x.grad = None
+            out = module(s.x, (s.h0, s.c0))
+            out[0].backward(s.gy)
+            return out
+    else:
+        raise ValueError(mode)
+    return call
+
+
+def rotating(call, sets):
+    """A no-argument function that runs call on the next input set each time."""
+    it = itertools.cycle(sets)
+    return lambda: call(next(it))
