@@ -252,3 +252,15 @@ def test_the_real_package_is_benchmarked():
     from lstm_fused.bench.contenders import fused_api
 
     assert fused_api() is lstm_fused
+
+
+def test_packed_mode_checks_and_times_packed_input(tmp_path):
+    path = tmp_path / "packed.json"
+    rc = main(["--shapes", "5,4,6,8", "--device", "cpu", "--mode", "fwd,packed", "--no-progress",
+               "--budget", "0.05", "--results-dir", str(tmp_path / "results"), "--json", str(path)])
+    assert rc == 0
+    with open(path) as f:
+        rows = json.load(f)["rows"]
+    packed = [r for r in rows if r["mode"] == "packed"]
+    assert {r["contender"] for r in packed} == {"nn.LSTM", "lstm_fused"}
+    assert all(r["check"] in ("ok", "ref") for r in packed)

@@ -3,7 +3,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-MODES = ("inference", "fwd", "fwdbwd", "cell")
+MODES = ("inference", "fwd", "fwdbwd", "cell", "packed")
 
 # Canonical dtype names, and the spellings accepted on the command line.
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}

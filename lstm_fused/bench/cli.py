@@ -102,7 +102,8 @@ def build_parser():
                    help="proj_size of the LSTMs (default 0: none); the LSTMCell loop does not support it")
     p.add_argument("--mode", type=_choices_list("mode", MODES),
                    help="comma-separated modes: inference (no_grad), fwd (forward with grad), "
-                        "fwdbwd (forward+backward), cell (one LSTMCell step); default: the preset's")
+                        "fwdbwd (forward+backward), cell (one LSTMCell step), packed (forward with grad on a "
+                        "PackedSequence of mixed lengths T..T/4); default: the preset's")
     p.add_argument("--baselines", type=_baselines, default=list(BASELINES),
                    help=f"comma-separated baselines to time: {', '.join(BASELINES)}, all or none "
                         "(default all; nn.LSTM is always the reference of the correctness check)")

@@ -93,7 +93,9 @@ def build(case, baselines, api, seed=0):
         ref = nn.LSTM(case.I, case.H, **lstm_kw)
         make_fused = functools.partial(api.LSTM, case.I, case.H, **lstm_kw)
         factories = {"reference": functools.partial(ReferenceLSTM, case.I, case.H, **lstm_kw)}
-        if not case.proj:  # nn.LSTMCell has no projection
+        if case.mode == "packed":  # the baselines written here take padded input only
+            factories = {}
+        elif not case.proj:  # nn.LSTMCell has no projection
             factories["cellloop"] = functools.partial(
                 CellLoopLSTM, case.I, case.H, num_layers=case.layers, bidirectional=case.bidirectional, **kw)
     state = ref.state_dict()

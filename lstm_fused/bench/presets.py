@@ -63,8 +63,19 @@ GPU = Preset(
     description="T 100 and 512, B 1..256, H 256..2048 in fp32, bf16 and fp16",
 )
 
-PRESETS = {p.name: p for p in (QUICK, CPU, GPU)}
-PRESET_NAMES = ("quick", "cpu", "gpu", "full")
+PACKED = Preset(
+    name="packed",
+    devices=(),
+    dtypes=("float32",),
+    # the padded (fwd) and packed runs of one shape, side by side
+    modes=("fwd", "packed"),
+    shapes=((100, 8, 512, 512), (100, 64, 512, 512)),
+    case_budget_s=2.0,
+    description="PackedSequence of mixed lengths against the padded batch of the longest length",
+)
+
+PRESETS = {p.name: p for p in (QUICK, CPU, GPU, PACKED)}
+PRESET_NAMES = ("quick", "cpu", "gpu", "full", "packed")
 
 
 def default_preset(cuda_available):
@@ -75,7 +86,7 @@ def preset_devices(name, cuda_available):
     """Devices a preset runs on when --device is not given."""
     if name == "full":
         return ("cpu", "cuda")
-    if name == "quick":
+    if name in ("quick", "packed"):
         return ("cuda",) if cuda_available else ("cpu",)
     return PRESETS[name].devices
 

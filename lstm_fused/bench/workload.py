@@ -5,6 +5,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 import torch
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from .contenders import lstm_named_parameters
 
@@ -15,6 +16,13 @@ class InputSet:
     h0: torch.Tensor
     c0: torch.Tensor
     gy: Optional[torch.Tensor]  # gradient fed to backward in fwdbwd mode
+    lengths: Optional[torch.Tensor] = None  # sequence lengths in packed mode
+
+
+def mixed_lengths(T, B):
+    """Lengths spread evenly from T down to T/4, in no particular order."""
+    lengths = torch.linspace(T, max(1, T // 4), B).round().long()
+    return lengths[torch.randperm(B, generator=torch.Generator().manual_seed(B))]
 
 
 def make_inputs(case, n_sets, seed=0):
@@ -36,7 +44,8 @@ def make_inputs(case, n_sets, seed=0):
         if case.mode == "fwdbwd":
             x.requires_grad_(True)  # as for a layer fed by an embedding or another layer
             gy = rand(case.T, case.B, case.out_size * case.dirs)
-        sets.append(InputSet(x, rand(states, case.B, case.out_size), rand(states, case.B, case.H), gy))
+        lengths = mixed_lengths(case.T, case.B) if case.mode == "packed" else None
+        sets.append(InputSet(x, rand(states, case.B, case.out_size), rand(states, case.B, case.H), gy, lengths))
     return sets
 
 
@@ -49,6 +58,11 @@ def make_call(module, mode):
     elif mode in ("fwd", "cell"):
         def call(s):
             return module(s.x, (s.h0, s.c0))
+    elif mode == "packed":
+        def call(s):
+            packed = pack_padded_sequence(s.x, s.lengths, enforce_sorted=False)
+            out, state = module(packed, (s.h0, s.c0))
+            return pad_packed_sequence(out, total_length=s.x.shape[0])[0], state
     elif mode == "fwdbwd":
         params = list(lstm_named_parameters(module).values())
 
