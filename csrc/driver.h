@@ -209,6 +209,25 @@ at::Tensor previous_h(const at::Tensor& output, const at::Tensor& h0,
   return hprev;
 }
 
+// After the reversed loop: dx, dW_ih, dW_hh and db from all steps' dgates
+// (T, B, 4H) as a few large GEMMs. Device-generic; no atomics.
+template <class PW = void>
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> gradient_gemms(
+    const at::Tensor& dgates, const at::Tensor& input, const at::Tensor& output,
+    const at::Tensor& h0, const at::Tensor& w_ih, const std::vector<int64_t>& n_active,
+    bool has_bias, bool reverse) {
+  const int64_t T = dgates.size(0), B = dgates.size(1), G = dgates.size(2);
+  const int64_t I = input.size(2), P = output.size(2);
+  const auto dflat = dgates.view({T * B, G});
+  const at::Tensor hprev = previous_h<PW>(output, h0, n_active, reverse);
+  at::Tensor grad_input = buffer<PW>({T, B, I}, input.options());
+  auto grad_input_flat = grad_input.view({T * B, I});
+  at::mm_out(grad_input_flat, dflat, w_ih);
+  return {grad_input, at::mm(dflat.t(), input.reshape({T * B, I})),
+          at::mm(dflat.t(), hprev.view({T * B, P})),
+          has_bias ? dflat.sum(0) : at::empty({0}, input.options())};
+}
+
 template <class PW>
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
 layer_backward(const at::Tensor& grad_output, const at::Tensor& grad_hn, const at::Tensor& grad_cn,
@@ -282,15 +301,8 @@ layer_backward(const at::Tensor& grad_output, const at::Tensor& grad_hn, const a
     }
   });
 
-  const auto dflat = dgates.view({d.T * d.B, 4 * d.H});
-  const auto xflat = input.reshape({d.T * d.B, d.I});
-  const at::Tensor hprev = previous_h<PW>(output, h0, n_active, reverse);
-  at::Tensor grad_input = buffer<PW>({d.T, d.B, d.I}, opts);
-  auto grad_input_flat = grad_input.view({d.T * d.B, d.I});
-  at::mm_out(grad_input_flat, dflat, w_ih);
-  auto grad_w_ih = at::mm(dflat.t(), xflat);
-  auto grad_w_hh = at::mm(dflat.t(), hprev.view({d.T * d.B, d.P}));
-  auto grad_bias = has_bias ? dflat.sum(0) : at::empty({0}, opts);
+  auto [grad_input, grad_w_ih, grad_w_hh, grad_bias] =
+      gradient_gemms<PW>(dgates, input, output, h0, w_ih, n_active, has_bias, reverse);
   at::Tensor grad_w_hr = at::empty({0}, opts);
   if (d.proj()) {
     const auto hcell_all = g_all.narrow(2, 3 * d.H, d.H) * at::tanh(c_all);

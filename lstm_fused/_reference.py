@@ -20,9 +20,10 @@ def layer(input, h0, c0, w_ih, w_hh, b_ih=None, b_hh=None, w_hr=None, lengths=No
         xp = xp + (b_ih + b_hh)
     h, c = h0, c0
     outs = [None] * T
+    xs = xp.unbind(0)  # indexing xp[t] would make backward build a full-size zero tensor per step
     for s in range(T):
         t = T - 1 - s if reverse else s
-        i, f, g, o = (xp[t] + h @ w_hh.t()).chunk(4, 1)
+        i, f, g, o = (xs[t] + h @ w_hh.t()).chunk(4, 1)
         c_new = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
         h_new = torch.sigmoid(o) * torch.tanh(c_new)
         if w_hr is not None:

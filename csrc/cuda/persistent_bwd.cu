@@ -1,0 +1,308 @@
+// The persistent backward kernel: one cooperative launch runs the recurrence of
+// all T steps in reversed processing order (see persistent_common.cuh).
+//
+// Block b owns hidden units [u0, u0 + HS), u0 = b·HS (HS a multiple of 8):
+// the HS columns of W_hh (transposed: row j of the slice is W_hh[:, u0 + j])
+// stay in shared memory for all steps; dL/dh and dL/dc of its (batch row,
+// unit) pairs stay in shared memory, fp32. Per step s (processing order
+// T-1 .. 0, time t):
+//   1. pointwise, per pair: dh = grad_output[t] + dh_rec; dgates from the saved
+//      gates and cells; dc <- dct·f. dgates go to the output tensor and to the
+//      staging buffer s % 2 (the GEMM operand, padded rows);
+//   2. grid barrier: every block's dgates of step t are in the buffer;
+//   3. the inputs of the next pointwise step are loaded (independent of dh);
+//   4. dh_rec(t-1)[:, slice] = dgates_t · W_hh[:, slice] (warp GEMMs over the
+//      whole 4H), partial sums summed per pair after one block barrier.
+// Double buffering makes one grid barrier per step enough: buffer s % 2 is
+// rewritten in step s - 2's pointwise, which follows the barrier of step s - 1,
+// which every block reaches only after its GEMM of step s. The weight
+// gradients (dW_ih, dW_hh, db) and dx are large GEMMs the caller runs on
+// dgates afterwards: no atomics anywhere, deterministic.
+#include "persistent_common.cuh"
+
+namespace lstm_fused {
+namespace cuda {
+namespace persistent {
+
+namespace {
+
+namespace cg = cooperative_groups;
+
+template <int MODE, int NTCM>
+__global__ void __launch_bounds__(kThreads, 1)
+    persistent_backward_kernel(const BwdArgs<typename ModeTraits<MODE>::T> a) {
+  using T = typename ModeTraits<MODE>::T;
+  constexpr int KCH = ModeTraits<MODE>::KCH;
+  constexpr int EPV = KCH / 4;
+  const Shape& s = a.s;
+  cg::grid_group grid = cg::this_grid();
+
+  LSTM_FUSED_DYNAMIC_SMEM(uint4, smem_u4);
+  uint4* Wsm = smem_u4;
+  float* Pre = reinterpret_cast<float*>(reinterpret_cast<unsigned char*>(smem_u4) + s.w_bytes);
+
+  const int tid = threadIdx.x;
+  const int lane = tid & 31;
+  const int warp = tid >> 5;
+  const int wm = warp / s.WK;
+  const int wk = warp % s.WK;
+  const int H = s.H;
+  const int B = s.B;
+  const int HS = s.HS;
+  const int Kpad = s.Kpad;
+  const int u0 = blockIdx.x * HS;
+  const int64_t G4 = 4 * static_cast<int64_t>(H);
+  const int64_t npairs = static_cast<int64_t>(B) * HS;
+  float* Dh = Pre + s.pre_floats;  // dL/dh_t from the recurrence, per pair
+  float* Dc = Dh + npairs;         // dL/dc_t, per pair
+
+  // ---- 1. W_hh[:, u0 : u0 + HS]ᵀ in fragment order (once per launch).
+  const int nslots = s.NTC * s.NC * 32;
+  // Unrolled so that several slots' loads are in flight (a one-time cost, but
+  // W_hh comes from device memory: ~16 dependent round trips per thread otherwise).
+#pragma unroll 4
+  for (int slot = tid; slot < nslots; slot += kThreads) {
+    const int l = slot & 31;
+    const int cn = slot >> 5;
+    const int c = cn % s.NC;
+    const int nt = cn / s.NC;
+    const int u = u0 + nt * 8 + (l >> 2);  // 8·NTC = HS columns
+    const int k0 = c * KCH + (l & 3) * EPV;
+    T v[EPV];
+#pragma unroll
+    for (int e = 0; e < EPV; ++e) {
+      v[e] = (u < H && k0 + e < G4) ? a.w_hh[static_cast<int64_t>(k0 + e) * H + u]
+                                    : detail::zero_of<T>();
+    }
+    Wsm[slot] = dev::pack16<T>(v);
+  }
+
+  // ---- 2. Padding columns [4H, Kpad) of both staging buffers (rows split over
+  // the blocks); first read after the first grid barrier.
+  T* const gb = a.staging;
+  const int64_t bufsz = static_cast<int64_t>(B) * Kpad;
+  for (int b = blockIdx.x; b < B; b += gridDim.x) {
+    for (int64_t k = G4 + tid; k < Kpad; k += kThreads) {
+      gb[static_cast<int64_t>(b) * Kpad + k] = detail::zero_of<T>();
+      gb[bufsz + static_cast<int64_t>(b) * Kpad + k] = detail::zero_of<T>();
+    }
+  }
+
+  // ---- 3. Pair state: pairs p = tid + i·kThreads, unit fastest (B·HS <=
+  // kPairs·kThreads, guaranteed by the planner); only this thread touches Dh[p], Dc[p].
+#pragma unroll
+  for (int i = 0; i < kPairs; ++i) {
+    const int p = tid + i * kThreads;
+    const int b = p / HS;
+    const int u = u0 + (p - b * HS);
+    if (b < B && u < H) {
+      Dh[p] = detail::to_acc(a.grad_hn[static_cast<int64_t>(b) * H + u]);
+      Dc[p] = detail::to_acc(a.grad_cn[static_cast<int64_t>(b) * H + u]);
+    }
+  }
+
+  // The pointwise inputs of one step, loaded ahead of use.
+  float pg[kPairs][4], pc[kPairs], pcp[kPairs], pgo[kPairs];
+  auto prefetch = [&](int step) {
+    const int t = s.reverse ? s.steps - 1 - step : step;
+    const int tp = s.reverse ? t + 1 : t - 1;  // the step processed before t in the forward
+    const bool has_prev = step > 0;
+#pragma unroll
+    for (int i = 0; i < kPairs; ++i) {
+      const int p = tid + i * kThreads;
+      const int b = p / HS;
+      const int u = u0 + (p - b * HS);
+      if (b < B && u < H) {
+        const int64_t row = static_cast<int64_t>(t) * B + b;
+        const T* g = a.gates + row * G4 + u;
+#pragma unroll
+        for (int k = 0; k < 4; ++k) pg[i][k] = detail::to_acc(g[k * static_cast<int64_t>(H)]);
+        pc[i] = detail::to_acc(a.cells[row * H + u]);
+        pcp[i] = has_prev
+                     ? detail::to_acc(a.cells[(static_cast<int64_t>(tp) * B + b) * H + u])
+                     : detail::to_acc(a.c0[static_cast<int64_t>(b) * H + u]);
+        pgo[i] = detail::to_acc(a.grad_output[row * H + u]);
+      } else {
+#pragma unroll
+        for (int k = 0; k < 4; ++k) pg[i][k] = 0.f;
+        pc[i] = pcp[i] = pgo[i] = 0.f;
+      }
+    }
+  };
+
+  prefetch(s.steps - 1);
+  for (int step = s.steps - 1; step >= 0; --step) {
+    const int t = s.reverse ? s.steps - 1 - step : step;
+    T* gbw = gb + (step & 1) * bufsz;
+    T* dgt = a.dgates + static_cast<int64_t>(t) * B * G4;
+
+#pragma unroll
+    for (int i = 0; i < kPairs; ++i) {
+      const int p = tid + i * kThreads;
+      const int b = p / HS;
+      const int u = u0 + (p - b * HS);
+      if (b < B && u < H) {
+        const float ig = pg[i][0], fg = pg[i][1], gg = pg[i][2], og = pg[i][3];
+        const float dh = pgo[i] + Dh[p];
+        const float tc = detail::tanh_acc(pc[i]);
+        const float dct = Dc[p] + dh * og * (1.f - tc * tc);
+        float d[4];
+        d[0] = dct * gg * ig * (1.f - ig);
+        d[1] = dct * pcp[i] * fg * (1.f - fg);
+        d[2] = dct * ig * (1.f - gg * gg);
+        d[3] = dh * tc * og * (1.f - og);
+        Dc[p] = dct * fg;
+        T* dst = dgt + static_cast<int64_t>(b) * G4 + u;
+        T* stg = gbw + static_cast<int64_t>(b) * Kpad + u;
+#pragma unroll
+        for (int k = 0; k < 4; ++k) {
+          const T v = detail::from_acc<T>(d[k]);
+          dst[k * static_cast<int64_t>(H)] = v;
+          stg[k * static_cast<int64_t>(H)] = v;
+        }
+      }
+    }
+
+    grid.sync();  // dgates_t of every block in staging buffer step % 2 (and the padding)
+
+    if (step > 0) prefetch(step - 1);
+
+    {
+      float acc[kMPW][NTCM][4];
+      dev::warp_gemm<MODE, NTCM>(acc, gbw, B, Wsm, s, wm, wk, lane);
+      // Pre is free: its last readers (previous step) passed the grid barrier.
+      dev::store_partials(acc, Pre, s, wm, wk, lane);
+    }
+    __syncthreads();
+
+#pragma unroll
+    for (int i = 0; i < kPairs; ++i) {
+      const int p = tid + i * kThreads;
+      const int b = p / HS;
+      const int j = p - b * HS;
+      const int u = u0 + j;
+      if (b < B && u < H) {
+        const float dh = dev::sum_partials(Pre, s, b, j);
+        Dh[p] = dh;
+        if (step == 0) {
+          a.grad_h0[static_cast<int64_t>(b) * H + u] = detail::from_acc<T>(dh);
+          a.grad_c0[static_cast<int64_t>(b) * H + u] = detail::from_acc<T>(Dc[p]);
+        }
+      }
+    }
+  }
+}
+
+template <int MODE>
+cudaError_t launch_backward(const PersistentPlan& plan, cudaStream_t stream, int steps,
+                            bool reverse, const typename ModeTraits<MODE>::T* w_hh,
+                            const typename ModeTraits<MODE>::T* gates,
+                            const typename ModeTraits<MODE>::T* cells,
+                            const typename ModeTraits<MODE>::T* c0,
+                            const typename ModeTraits<MODE>::T* grad_output,
+                            const typename ModeTraits<MODE>::T* grad_hn,
+                            const typename ModeTraits<MODE>::T* grad_cn,
+                            typename ModeTraits<MODE>::T* dgates,
+                            typename ModeTraits<MODE>::T* grad_h0,
+                            typename ModeTraits<MODE>::T* grad_c0,
+                            typename ModeTraits<MODE>::T* staging) {
+  BwdArgs<typename ModeTraits<MODE>::T> args;
+  args.s = shape_of(plan, steps, reverse);
+  args.w_hh = w_hh;
+  args.gates = gates;
+  args.cells = cells;
+  args.c0 = c0;
+  args.grad_output = grad_output;
+  args.grad_hn = grad_hn;
+  args.grad_cn = grad_cn;
+  args.dgates = dgates;
+  args.grad_h0 = grad_h0;
+  args.grad_c0 = grad_c0;
+  args.staging = staging;
+  void* kargs[] = {&args};
+  const void* kernel = backward_kernel(static_cast<MmaMode>(MODE), ntc_bound(plan.NTC));
+  const cudaError_t err = cudaLaunchCooperativeKernel(kernel, dim3(plan.blocks), dim3(kThreads),
+                                                      kargs, plan.smem_bytes, stream);
+  if (err != cudaSuccess) {
+    (void)cudaGetLastError();  // a refused launch must not poison later calls
+    return err;
+  }
+  return cudaGetLastError();
+}
+
+bool plan_usable(const PersistentPlan& plan, int steps) {
+  return plan.ok && plan.backward && steps > 0;
+}
+
+}  // namespace
+
+const void* backward_kernel(MmaMode mode, int ntcm) {
+#define LSTM_FUSED_KERNEL_FOR(M)                                                          \
+  case M:                                                                                 \
+    return ntcm <= kNTCSmall                                                              \
+               ? reinterpret_cast<const void*>(                                           \
+                     &persistent_backward_kernel<static_cast<int>(M), kNTCSmall>)         \
+               : reinterpret_cast<const void*>(                                           \
+                     &persistent_backward_kernel<static_cast<int>(M), kNTC>);
+  switch (mode) {
+    LSTM_FUSED_KERNEL_FOR(MmaMode::kBF16)
+    LSTM_FUSED_KERNEL_FOR(MmaMode::kF16)
+    LSTM_FUSED_KERNEL_FOR(MmaMode::kTF32)
+    LSTM_FUSED_KERNEL_FOR(MmaMode::k3xTF32)
+  }
+#undef LSTM_FUSED_KERNEL_FOR
+  return nullptr;
+}
+
+}  // namespace persistent
+
+cudaError_t persistent_backward(const PersistentPlan& plan, cudaStream_t stream, int steps,
+                                bool reverse, const float* w_hh, const float* gates,
+                                const float* cells, const float* c0, const float* grad_output,
+                                const float* grad_hn, const float* grad_cn, float* dgates,
+                                float* grad_h0, float* grad_c0, float* staging) {
+  if (!persistent::plan_usable(plan, steps)) return cudaErrorInvalidValue;
+  if (plan.mode == static_cast<int>(MmaMode::kTF32)) {
+    return persistent::launch_backward<static_cast<int>(MmaMode::kTF32)>(
+        plan, stream, steps, reverse, w_hh, gates, cells, c0, grad_output, grad_hn, grad_cn,
+        dgates, grad_h0, grad_c0, staging);
+  }
+  if (plan.mode == static_cast<int>(MmaMode::k3xTF32)) {
+    return persistent::launch_backward<static_cast<int>(MmaMode::k3xTF32)>(
+        plan, stream, steps, reverse, w_hh, gates, cells, c0, grad_output, grad_hn, grad_cn,
+        dgates, grad_h0, grad_c0, staging);
+  }
+  return cudaErrorInvalidValue;
+}
+
+cudaError_t persistent_backward(const PersistentPlan& plan, cudaStream_t stream, int steps,
+                                bool reverse, const __half* w_hh, const __half* gates,
+                                const __half* cells, const __half* c0,
+                                const __half* grad_output, const __half* grad_hn,
+                                const __half* grad_cn, __half* dgates, __half* grad_h0,
+                                __half* grad_c0, __half* staging) {
+  if (!persistent::plan_usable(plan, steps) || plan.mode != static_cast<int>(MmaMode::kF16)) {
+    return cudaErrorInvalidValue;
+  }
+  return persistent::launch_backward<static_cast<int>(MmaMode::kF16)>(
+      plan, stream, steps, reverse, w_hh, gates, cells, c0, grad_output, grad_hn, grad_cn,
+      dgates, grad_h0, grad_c0, staging);
+}
+
+cudaError_t persistent_backward(const PersistentPlan& plan, cudaStream_t stream, int steps,
+                                bool reverse, const __nv_bfloat16* w_hh,
+                                const __nv_bfloat16* gates, const __nv_bfloat16* cells,
+                                const __nv_bfloat16* c0, const __nv_bfloat16* grad_output,
+                                const __nv_bfloat16* grad_hn, const __nv_bfloat16* grad_cn,
+                                __nv_bfloat16* dgates, __nv_bfloat16* grad_h0,
+                                __nv_bfloat16* grad_c0, __nv_bfloat16* staging) {
+  if (!persistent::plan_usable(plan, steps) || plan.mode != static_cast<int>(MmaMode::kBF16)) {
+    return cudaErrorInvalidValue;
+  }
+  return persistent::launch_backward<static_cast<int>(MmaMode::kBF16)>(
+      plan, stream, steps, reverse, w_hh, gates, cells, c0, grad_output, grad_hn, grad_cn,
+      dgates, grad_h0, grad_c0, staging);
+}
+
+}  // namespace cuda
+}  // namespace lstm_fused

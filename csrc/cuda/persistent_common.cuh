@@ -1,0 +1,353 @@
+#pragma once
+// Shared pieces of the persistent sequence kernels (persistent_fwd.cu,
+// persistent_bwd.cu, persistent_plan.cu). CUDA headers only.
+//
+// The recurrent product of one step, for the block's slice, is
+//   C (B x NCOL) = A (B x K) · Wsᵀ          (fp32 accumulation)
+// forward:  A = h_{t-1} (K = H),      Ws = the block's 4·HS rows of W_hh
+//           (column j of C = gate j / HS of unit u0 + j % HS);
+// backward: A = dgates_t (K = 4H),    Ws = the block's HS columns of W_hh,
+//           transposed (column j of C = dL/dh_{t-1} of unit u0 + j).
+// A lives in a global staging buffer (B rows, row stride Kpad, zero padding
+// past K) that every block reads each step from L2; Ws lives in shared memory
+// for the whole sequence, pre-arranged in the tensor-core fragment order.
+//
+// Tensor-core tiling: m16n8k16 (bf16/fp16) or m16n8k8 (tf32), M = batch rows,
+// N = columns of the slice, K walked in chunks of KCH = 32 (16-bit) or 16
+// (tf32) elements: one chunk is two MMAs. Within a chunk, lane (g = lane / 4,
+// q = lane % 4) reads the 16 contiguous bytes [q·KCH/4, (q+1)·KCH/4) of its
+// rows. That is a permutation of k inside the chunk, applied identically to
+// A and B, so the sum is unchanged:
+//   16-bit: MMA s (s = 0, 1) takes, for logical k pairs {2q, 2q+1} and
+//           {2q+8, 2q+9}, the physical elements 8q+4s+{0,1} and 8q+4s+{2,3};
+//   tf32:   MMA s takes, for logical k q and q+4, physical 4q+2s and 4q+2s+1.
+// In both cases, with v/w the 16-byte A vectors of rows g/g+8 and b the
+// 16-byte B vector of column g, the registers are
+//   MMA 0: A = {v.x, w.x, v.y, w.y}, B = {b.x, b.y}
+//   MMA 1: A = {v.z, w.z, v.w, w.w}, B = {b.z, b.w}.
+// Ws is stored as uint4 Wsm[nt][c][lane] (n-tile, chunk, lane): one
+// conflict-free 16-byte shared load per lane, chunk and n-tile.
+#include <cooperative_groups.h>
+
+#include "device_common.cuh"
+#include "kernels.h"
+
+namespace lstm_fused {
+namespace cuda {
+namespace persistent {
+
+constexpr int kThreads = 256;  // 8 warps per block, one block per SM
+constexpr int kWarps = kThreads / 32;
+constexpr int kMPW = 2;        // m-tiles (16 batch rows) per warp, at most
+constexpr int kNTC = 8;        // n-tiles (8 columns) per block, at most
+// Kernels are instantiated for NTCM (a compile-time bound on NTC, which sizes
+// the accumulator array) = kNTCSmall or kNTC: most shapes need few n-tiles, and
+// registers are what limits the A loads kept in flight.
+constexpr int kNTCSmall = 4;
+// Chunks whose A loads are issued together (registers: 2·kMPW·group uint4).
+constexpr int group_for(int ntcm) { return ntcm > kNTCSmall ? 2 : 4; }
+constexpr int kPairs = 8;      // (batch row, unit) pairs per thread, at most
+constexpr int kMaxBatch = 16 * kMPW * kWarps;  // 256
+
+template <int MODE>
+struct ModeTraits;
+template <>
+struct ModeTraits<static_cast<int>(MmaMode::kBF16)> {
+  using T = __nv_bfloat16;
+  static constexpr int KCH = 32;
+};
+template <>
+struct ModeTraits<static_cast<int>(MmaMode::kF16)> {
+  using T = __half;
+  static constexpr int KCH = 32;
+};
+template <>
+struct ModeTraits<static_cast<int>(MmaMode::kTF32)> {
+  using T = float;
+  static constexpr int KCH = 16;
+};
+template <>
+struct ModeTraits<static_cast<int>(MmaMode::k3xTF32)> {
+  using T = float;
+  static constexpr int KCH = 16;
+};
+
+inline __host__ __device__ constexpr int chunk_width(int mode) {
+  return mode <= static_cast<int>(MmaMode::kF16) ? 32 : 16;
+}
+
+// The launch shape, as the kernels see it (copied from a PersistentPlan).
+struct Shape {
+  int steps, B, H, HS, NC, Kpad, NTC, MT, WM, WK, PS;
+  int w_bytes;     // byte offset of the partial-sum buffer in dynamic shared memory
+  int pre_floats;  // floats of the partial-sum buffer; the cell-state buffer follows it
+  int reverse;
+};
+
+template <typename T>
+struct FwdArgs {
+  Shape s;
+  int need_grad;
+  const T* w_hh;   // (4H, H)
+  const T* h0;     // (B, H)
+  const T* c0;     // (B, H)
+  T* gates;        // (T, B, 4H) in: x-projection; out: activated gates (need_grad)
+  T* output;       // (T, B, H)
+  T* cells;        // (T, B, H), need_grad only
+  T* h_n;          // (B, H)
+  T* c_n;          // (B, H)
+  T* staging;      // (2, B, Kpad)
+};
+
+template <typename T>
+struct BwdArgs {
+  Shape s;
+  const T* w_hh;         // (4H, H)
+  const T* gates;        // (T, B, 4H)
+  const T* cells;        // (T, B, H)
+  const T* c0;           // (B, H)
+  const T* grad_output;  // (T, B, H)
+  const T* grad_hn;      // (B, H)
+  const T* grad_cn;      // (B, H)
+  T* dgates;             // (T, B, 4H)
+  T* grad_h0;            // (B, H)
+  T* grad_c0;            // (B, H)
+  T* staging;            // (2, B, Kpad)
+};
+
+inline Shape shape_of(const PersistentPlan& p, int steps, bool reverse) {
+  Shape s;
+  s.steps = steps;
+  s.B = p.B;
+  s.H = p.H;
+  s.HS = p.HS;
+  s.NC = p.NC;
+  s.Kpad = p.Kpad;
+  s.NTC = p.NTC;
+  s.MT = p.MT;
+  s.WM = p.WM;
+  s.WK = p.WK;
+  s.PS = p.PS;
+  s.w_bytes = static_cast<int>(p.w_bytes);
+  s.pre_floats = static_cast<int>(p.pre_floats);
+  s.reverse = reverse ? 1 : 0;
+  return s;
+}
+
+// Kernel entry points (for the planner's occupancy queries and the launches),
+// by mode and n-tile bound (kNTCSmall or kNTC).
+const void* forward_kernel(MmaMode mode, int ntcm);
+const void* backward_kernel(MmaMode mode, int ntcm);
+inline int ntc_bound(int ntc) { return ntc <= kNTCSmall ? kNTCSmall : kNTC; }
+
+// The launch shape for (mode, direction, B, H) on a device with `sms`
+// multiprocessors and `smem_limit` bytes of dynamic shared memory per block;
+// per_sm(ntcm, smem) says how many blocks of the kernel instance for n-tile
+// bound ntcm fit on one SM with smem bytes (< 0: the kernel is unusable).
+// Pure host logic (the CPU simulation plans with it too).
+template <class PerSm>
+PersistentPlan plan_shape(MmaMode mode, bool backward, int B, int H, int sms,
+                          size_t smem_limit, PerSm&& per_sm) {
+  PersistentPlan p;
+  p.mode = static_cast<int>(mode);
+  p.backward = backward;
+  p.B = B;
+  p.H = H;
+  // Index arithmetic inside the kernels (B·Kpad, slot counts) stays in int.
+  if (B < 1 || B > kMaxBatch || H < 1 || H > (1 << 20) || sms < 1) return p;
+
+  const int kch = chunk_width(p.mode);
+  const int K = backward ? 4 * H : H;
+  const int NC = (K + kch - 1) / kch;
+  const int MT = (B + 15) / 16;
+  int WM = 1;
+  while (WM * kMPW < MT) WM *= 2;  // each warp covers at most kMPW m-tiles
+  if (WM > kWarps) return p;
+  const int WK = kWarps / WM;
+
+  // Hidden units per block: a multiple of 2 forward (4·HS columns in n-tiles
+  // of 8), of 8 backward (HS columns); at most kNTC n-tiles. The smallest HS
+  // whose grid is co-resident wins (most blocks, least shared memory each).
+  const int step = backward ? 8 : 2;
+  const int max_hs = backward ? 8 * kNTC : 2 * kNTC;
+  for (int HS = step; HS <= max_hs; HS += step) {
+    const int blocks = (H + HS - 1) / HS;
+    const int ncol = backward ? HS : 4 * HS;
+    const int ntc = ncol / 8;
+    if (static_cast<int64_t>(B) * HS > static_cast<int64_t>(kPairs) * kThreads) break;
+    const int ps = (ncol + 31) / 32 * 32 + 8;  // float2 stores of a half-warp: 32 banks
+    const size_t w_bytes = static_cast<size_t>(ntc) * NC * 32 * sizeof(uint4);
+    const size_t pre_floats = static_cast<size_t>(WK) * 16 * MT * ps;
+    const size_t state_floats = static_cast<size_t>(backward ? 2 : 1) * B * HS;
+    const size_t smem = w_bytes + (pre_floats + state_floats) * sizeof(float);
+    if (smem > smem_limit) break;                  // grows with HS
+    if (blocks > 64 * static_cast<int64_t>(sms)) continue;  // cannot be co-resident
+    const int fit = per_sm(ntc_bound(ntc), smem);
+    if (fit < 0) return p;
+    if (static_cast<int64_t>(fit) * sms < blocks) continue;
+
+    p.HS = HS;
+    p.blocks = blocks;
+    p.NC = NC;
+    p.Kpad = NC * kch;
+    p.NTC = ntc;
+    p.MT = MT;
+    p.WM = WM;
+    p.WK = WK;
+    p.PS = ps;
+    p.w_bytes = w_bytes;
+    p.pre_floats = pre_floats;
+    p.state_floats = state_floats;
+    p.smem_bytes = smem;
+    p.ok = true;
+    return p;
+  }
+  return p;
+}
+
+namespace dev {
+
+// Packs 16 bytes of T (8 halves or 4 floats) into one uint4, in memory order.
+template <typename T>
+__device__ __forceinline__ uint4 pack16(const T* v) {
+  if constexpr (sizeof(T) == 2) {
+    return make_uint4(detail::pack2(detail::bits16(v[0]), detail::bits16(v[1])),
+                      detail::pack2(detail::bits16(v[2]), detail::bits16(v[3])),
+                      detail::pack2(detail::bits16(v[4]), detail::bits16(v[5])),
+                      detail::pack2(detail::bits16(v[6]), detail::bits16(v[7])));
+  } else {
+    static_assert(sizeof(T) == 4, "float storage");
+    return make_uint4(__float_as_uint(v[0]), __float_as_uint(v[1]), __float_as_uint(v[2]),
+                      __float_as_uint(v[3]));
+  }
+}
+
+// One chunk (two k-steps) of one 16x8 tile: acc += A(16 x KCH) · B(KCH x 8).
+// v, w: A rows g and g+8 (16 bytes each); b: B column g (16 bytes).
+template <int MODE>
+__device__ __forceinline__ void mma_chunk(float (&acc)[4], const uint4& v, const uint4& w,
+                                          const uint4& b) {
+  if constexpr (MODE == static_cast<int>(MmaMode::kBF16) ||
+                MODE == static_cast<int>(MmaMode::kF16)) {
+    constexpr bool kBF16 = MODE == static_cast<int>(MmaMode::kBF16);
+    detail::mma_16816<kBF16>(acc, v.x, w.x, v.y, w.y, b.x, b.y);
+    detail::mma_16816<kBF16>(acc, v.z, w.z, v.w, w.w, b.z, b.w);
+  } else if constexpr (MODE == static_cast<int>(MmaMode::kTF32)) {
+    using detail::to_tf32;
+    detail::mma_1688_tf32(acc, to_tf32(v.x), to_tf32(w.x), to_tf32(v.y), to_tf32(w.y),
+                          to_tf32(b.x), to_tf32(b.y));
+    detail::mma_1688_tf32(acc, to_tf32(v.z), to_tf32(w.z), to_tf32(v.w), to_tf32(w.w),
+                          to_tf32(b.z), to_tf32(b.w));
+  } else {
+    static_assert(MODE == static_cast<int>(MmaMode::k3xTF32), "mode");
+    // a·b ≈ a_hi·b_hi + a_hi·b_lo + a_lo·b_hi (the small terms first).
+    const uint32_t a_s[2][4] = {{v.x, w.x, v.y, w.y}, {v.z, w.z, v.w, w.w}};
+    const uint32_t b_s[2][2] = {{b.x, b.y}, {b.z, b.w}};
+#pragma unroll
+    for (int s = 0; s < 2; ++s) {
+      uint32_t ah[4], al[4], bh[2], bl[2];
+#pragma unroll
+      for (int r = 0; r < 4; ++r) detail::split_tf32(a_s[s][r], ah[r], al[r]);
+#pragma unroll
+      for (int r = 0; r < 2; ++r) detail::split_tf32(b_s[s][r], bh[r], bl[r]);
+      detail::mma_1688_tf32(acc, al[0], al[1], al[2], al[3], bh[0], bh[1]);
+      detail::mma_1688_tf32(acc, ah[0], ah[1], ah[2], ah[3], bl[0], bl[1]);
+      detail::mma_1688_tf32(acc, ah[0], ah[1], ah[2], ah[3], bh[0], bh[1]);
+    }
+  }
+}
+
+// This warp's share of C = A · Wsᵀ for the block: m-tiles mt = wm + i·WM
+// (i < kMPW, mt < MT), chunks c = wk + j·WK (c < NC), all NTC n-tiles.
+// A: staging rows [0, M) with row stride Kpad (elements); rows >= M read as 0.
+// Loads of kGroup chunks are issued before their MMAs, bypassing L1 (the
+// buffer is rewritten by other SMs between grid barriers).
+template <int MODE, int NTCM, typename T>
+__device__ __forceinline__ void warp_gemm(float (&acc)[kMPW][NTCM][4], const T* A, int M,
+                                          const uint4* Wsm, const Shape& s, int wm, int wk,
+                                          int lane) {
+  constexpr int KCH = ModeTraits<MODE>::KCH;
+  constexpr int EPV = KCH / 4;  // elements per lane per row per chunk (16 bytes)
+  constexpr int kGroup = group_for(NTCM);
+  static_assert(EPV * sizeof(T) == 16, "16-byte lane vectors");
+  const int g = lane >> 2;
+  const int q = lane & 3;
+#pragma unroll
+  for (int i = 0; i < kMPW; ++i)
+#pragma unroll
+    for (int n = 0; n < NTCM; ++n)
+#pragma unroll
+      for (int r = 0; r < 4; ++r) acc[i][n][r] = 0.f;
+
+  const uint4 zero = make_uint4(0u, 0u, 0u, 0u);
+  for (int cbase = wk; cbase < s.NC; cbase += s.WK * kGroup) {
+    uint4 va[kGroup][kMPW][2];
+#pragma unroll
+    for (int j = 0; j < kGroup; ++j) {
+      const int c = cbase + j * s.WK;
+#pragma unroll
+      for (int i = 0; i < kMPW; ++i) {
+        const int mt = wm + i * s.WM;
+        const bool ok = c < s.NC && mt < s.MT;
+        const int r0 = mt * 16 + g;
+        const int r1 = r0 + 8;
+        const T* p0 = A + static_cast<int64_t>(r0) * s.Kpad + c * KCH + q * EPV;
+        const T* p1 = p0 + 8 * static_cast<int64_t>(s.Kpad);
+        va[j][i][0] = (ok && r0 < M) ? __ldcg(reinterpret_cast<const uint4*>(p0)) : zero;
+        va[j][i][1] = (ok && r1 < M) ? __ldcg(reinterpret_cast<const uint4*>(p1)) : zero;
+      }
+    }
+#pragma unroll
+    for (int j = 0; j < kGroup; ++j) {
+      const int c = cbase + j * s.WK;
+      if (c >= s.NC) break;  // uniform across the warp
+#pragma unroll
+      for (int n = 0; n < NTCM; ++n) {
+        if (n >= s.NTC) break;
+        const uint4 b = Wsm[(n * s.NC + c) * 32 + lane];
+#pragma unroll
+        for (int i = 0; i < kMPW; ++i) {
+          if (wm + i * s.WM >= s.MT) break;
+          mma_chunk<MODE>(acc[i][n], va[j][i][0], va[j][i][1], b);
+        }
+      }
+    }
+  }
+}
+
+// Writes the warp's accumulators to the partial-sum buffer
+// Pre[wk][row][col] (row < 16·MT, col < 8·NTC, row stride PS floats).
+template <int NTCM>
+__device__ __forceinline__ void store_partials(const float (&acc)[kMPW][NTCM][4], float* Pre,
+                                               const Shape& s, int wm, int wk, int lane) {
+  const int g = lane >> 2;
+  const int q = lane & 3;
+  const int mrows = 16 * s.MT;
+#pragma unroll
+  for (int i = 0; i < kMPW; ++i) {
+    const int mt = wm + i * s.WM;
+    if (mt >= s.MT) break;
+#pragma unroll
+    for (int n = 0; n < NTCM; ++n) {
+      if (n >= s.NTC) break;
+      const int row = mt * 16 + g;
+      const int col = n * 8 + 2 * q;
+      float* p0 = Pre + (static_cast<int64_t>(wk) * mrows + row) * s.PS + col;
+      *reinterpret_cast<float2*>(p0) = make_float2(acc[i][n][0], acc[i][n][1]);
+      *reinterpret_cast<float2*>(p0 + 8 * s.PS) = make_float2(acc[i][n][2], acc[i][n][3]);
+    }
+  }
+}
+
+// Sum over the WK k-slices of Pre[.][row][col], in a fixed order.
+__device__ __forceinline__ float sum_partials(const float* Pre, const Shape& s, int row, int col) {
+  const int mrows = 16 * s.MT;
+  float acc = 0.f;
+  for (int w = 0; w < s.WK; ++w) acc += Pre[(w * mrows + row) * s.PS + col];
+  return acc;
+}
+
+}  // namespace dev
+}  // namespace persistent
+}  // namespace cuda
+}  // namespace lstm_fused

@@ -1,0 +1,48 @@
+// The CudaPointwise policy (pointwise_cuda.h): the drivers' per-step pointwise
+// calls, forwarded to the kernels of pointwise_cuda.cu on the current stream.
+#include "pointwise_cuda.h"
+
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAStream.h>
+
+#include "device_types.h"
+#include "kernels.h"
+
+namespace lstm_fused {
+
+template <typename scalar_t>
+void CudaPointwise::forward(int64_t n, int64_t H, scalar_t* gates, const scalar_t* b_ih,
+                            const scalar_t* b_hh, const scalar_t* c_prev, scalar_t* c_out,
+                            scalar_t* h_out, scalar_t* h_copy, scalar_t* c_copy) {
+  using cuda::dev;
+  const cudaError_t err = cuda::pointwise_forward(
+      c10::cuda::getCurrentCUDAStream().stream(), n, H, dev(gates), dev(b_ih), dev(b_hh),
+      dev(c_prev), dev(c_out), dev(h_out), dev(h_copy), dev(c_copy));
+  C10_CUDA_CHECK(err);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+}
+
+template <typename scalar_t>
+void CudaPointwise::backward(int64_t n, int64_t H, const scalar_t* gates, const scalar_t* c,
+                             const scalar_t* c_prev, const scalar_t* dh_a, const scalar_t* dh_b,
+                             scalar_t* dc, scalar_t* dgates) {
+  using cuda::dev;
+  const cudaError_t err = cuda::pointwise_backward(
+      c10::cuda::getCurrentCUDAStream().stream(), n, H, dev(gates), dev(c), dev(c_prev),
+      dev(dh_a), dev(dh_b), dev(dc), dev(dgates));
+  C10_CUDA_CHECK(err);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+}
+
+#define LSTM_FUSED_INSTANTIATE_POLICY(S)                                                       \
+  template void CudaPointwise::forward<S>(int64_t, int64_t, S*, const S*, const S*, const S*, \
+                                          S*, S*, S*, S*);                                     \
+  template void CudaPointwise::backward<S>(int64_t, int64_t, const S*, const S*, const S*,    \
+                                           const S*, const S*, S*, S*);
+LSTM_FUSED_INSTANTIATE_POLICY(float)
+LSTM_FUSED_INSTANTIATE_POLICY(double)
+LSTM_FUSED_INSTANTIATE_POLICY(c10::Half)
+LSTM_FUSED_INSTANTIATE_POLICY(c10::BFloat16)
+#undef LSTM_FUSED_INSTANTIATE_POLICY
+
+}  // namespace lstm_fused

@@ -1,0 +1,506 @@
+// Runs the CUDA kernels in the CPU simulation (sim_prelude.h) against float64
+// references: pointwise forward/backward, the fused cell, and the persistent
+// forward/backward for every mode, on small odd shapes (all blocks and warp
+// roles, partial tiles, padding, reverse, need_grad). Outputs are poisoned
+// with NaN first, so an element a kernel forgets to write fails.
+//   usage: sim_main [quick|full|plans]
+#include "sim_prelude.h"
+
+// The kernels, compiled as host code.
+#include "../cell_kernel.cuh"
+#include "../persistent_bwd.cu"
+#include "../persistent_fwd.cu"
+#include "../pointwise_kernels.cuh"
+
+#include <algorithm>
+#include <random>
+#include <string>
+
+// The launchers in the included .cu files reference these runtime functions; the
+// simulation never calls them (it runs the kernels directly), so no libcudart.
+extern "C" {
+cudaError_t CUDARTAPI cudaLaunchCooperativeKernel(const void*, dim3, dim3, void**, size_t,
+                                                  cudaStream_t) {
+  lstm_fused_sim::fail("cudaLaunchCooperativeKernel called in the simulation");
+  return cudaErrorNotSupported;
+}
+cudaError_t CUDARTAPI cudaGetLastError(void) { return cudaSuccess; }
+}
+
+using namespace lstm_fused::cuda;
+namespace P = lstm_fused::cuda::persistent;
+
+namespace {
+
+std::mt19937 rng(12345);
+int failures = 0;
+int checks = 0;
+
+template <typename S>
+S to_s(double v) {
+  return detail::from_acc<S>(static_cast<detail::acc_t<S>>(v));
+}
+template <typename S>
+double of_s(S v) {
+  return static_cast<double>(detail::to_acc(v));
+}
+template <typename S>
+S nan_s() {
+  return to_s<S>(std::nan(""));
+}
+
+template <typename S>
+std::vector<S> rand_vec(size_t n, double lo, double hi) {
+  std::uniform_real_distribution<double> d(lo, hi);
+  std::vector<S> v(n);
+  for (auto& x : v) x = to_s<S>(d(rng));
+  return v;
+}
+
+double sigm(double x) { return 1.0 / (1.0 + std::exp(-x)); }
+
+// max |got - want| / max(1, max |want|); NaN (an unwritten element) fails.
+template <typename S>
+void compare(const std::string& what, const std::vector<S>& got, const std::vector<double>& want,
+             double tol) {
+  ++checks;
+  double scale = 1.0, err = 0.0;
+  size_t bad = 0, worst = 0;
+  for (double w : want) scale = std::max(scale, std::fabs(w));
+  if (got.size() != want.size()) {
+    std::printf("FAIL %s: size %zu != %zu\n", what.c_str(), got.size(), want.size());
+    ++failures;
+    return;
+  }
+  for (size_t i = 0; i < got.size(); ++i) {
+    const double g = of_s(got[i]);
+    if (!std::isfinite(g)) {
+      ++bad;
+      worst = i;
+      continue;
+    }
+    const double e = std::fabs(g - want[i]);
+    if (e > err) {
+      err = e;
+      if (bad == 0) worst = i;
+    }
+  }
+  err /= scale;
+  if (bad > 0 || !(err <= tol)) {
+    std::printf("FAIL %s: rel err %.3g (tol %.3g), %zu non-finite, worst index %zu "
+                "(got %g want %g)\n",
+                what.c_str(), err, tol, bad, worst, of_s(got[worst]), want[worst]);
+    ++failures;
+  }
+}
+
+// ------------------------------------------------------------------ pointwise
+template <typename S>
+void test_pointwise(int n, int H, bool bias, bool second_dh) {
+  const size_t G = 4 * static_cast<size_t>(H);
+  auto gates = rand_vec<S>(n * G, -3, 3);
+  auto bi = rand_vec<S>(G, -1, 1), bh = rand_vec<S>(G, -1, 1);
+  auto c_prev = rand_vec<S>(static_cast<size_t>(n) * H, -2, 2);
+  std::vector<S> c_out(c_prev), h_out(n * static_cast<size_t>(H), nan_s<S>()),
+      h_copy(h_out), c_copy(h_out);
+  std::vector<double> rg(n * G), rc(n * static_cast<size_t>(H)), rh(rc.size());
+  for (int r = 0; r < n; ++r)
+    for (int u = 0; u < H; ++u) {
+      double pre[4];
+      for (int k = 0; k < 4; ++k) {
+        pre[k] = of_s(gates[r * G + k * H + u]);
+        if (bias) pre[k] += of_s(bi[k * H + u]) + of_s(bh[k * H + u]);
+      }
+      const double i = sigm(pre[0]), f = sigm(pre[1]), g = std::tanh(pre[2]), o = sigm(pre[3]);
+      const double c = f * of_s(c_prev[r * H + u]) + i * g;
+      rg[r * G + u] = i;
+      rg[r * G + H + u] = f;
+      rg[r * G + 2 * H + u] = g;
+      rg[r * G + 3 * H + u] = o;
+      rc[r * H + u] = c;
+      rh[r * H + u] = o * std::tanh(c);
+    }
+  S* gp = gates.data();
+  lstm_fused_sim::launch(3, 64, 0, false, [&] {
+    kernels::pointwise_forward_kernel<S>(n, H, gp, bias ? bi.data() : nullptr,
+                                         bias ? bh.data() : nullptr, c_out.data(), c_out.data(),
+                                         h_out.data(), h_copy.data(), c_copy.data());
+  });
+  const double tol = sizeof(S) == 2 ? 1e-2 : 1e-5;
+  const std::string tag = "pointwise_fwd<" + std::to_string(sizeof(S)) + "> n=" +
+                          std::to_string(n) + " H=" + std::to_string(H);
+  compare(tag + " gates", gates, rg, tol);
+  compare(tag + " c", c_out, rc, tol);
+  compare(tag + " h", h_out, rh, tol);
+  compare(tag + " h_copy", h_copy, rh, tol);
+  compare(tag + " c_copy", c_copy, rc, tol);
+
+  // backward
+  auto ga = rand_vec<S>(n * G, 0.05, 0.95);
+  auto c = rand_vec<S>(static_cast<size_t>(n) * H, -2, 2);
+  auto cp = rand_vec<S>(c.size(), -2, 2);
+  auto dha = rand_vec<S>(c.size(), -1, 1), dhb = rand_vec<S>(c.size(), -1, 1);
+  auto dc = rand_vec<S>(c.size(), -1, 1);
+  std::vector<S> dg(n * G, nan_s<S>());
+  std::vector<double> rdg(n * G), rdc(c.size());
+  for (int r = 0; r < n; ++r)
+    for (int u = 0; u < H; ++u) {
+      const size_t e = static_cast<size_t>(r) * H + u;
+      const double i = of_s(ga[r * G + u]), f = of_s(ga[r * G + H + u]),
+                   g = of_s(ga[r * G + 2 * H + u]), o = of_s(ga[r * G + 3 * H + u]);
+      const double dh = of_s(dha[e]) + (second_dh ? of_s(dhb[e]) : 0.0);
+      const double tc = std::tanh(of_s(c[e]));
+      const double dct = of_s(dc[e]) + dh * o * (1 - tc * tc);
+      rdg[r * G + u] = dct * g * i * (1 - i);
+      rdg[r * G + H + u] = dct * of_s(cp[e]) * f * (1 - f);
+      rdg[r * G + 2 * H + u] = dct * i * (1 - g * g);
+      rdg[r * G + 3 * H + u] = dh * tc * o * (1 - o);
+      rdc[e] = dct * f;
+    }
+  lstm_fused_sim::launch(2, 96, 0, false, [&] {
+    kernels::pointwise_backward_kernel<S>(n, H, ga.data(), c.data(), cp.data(), dha.data(),
+                                          second_dh ? dhb.data() : nullptr, dc.data(), dg.data());
+  });
+  compare("pointwise_bwd dgates n=" + std::to_string(n) + " H=" + std::to_string(H), dg, rdg, tol);
+  compare("pointwise_bwd dc n=" + std::to_string(n) + " H=" + std::to_string(H), dc, rdc, tol);
+}
+
+// ----------------------------------------------------------------------- cell
+template <typename S>
+void test_cell(int B, int I, int H, bool bias, bool gates_out) {
+  const size_t G = 4 * static_cast<size_t>(H);
+  const double a = 1.0 / std::sqrt(double(I + H) + 1.0);
+  auto x = rand_vec<S>(static_cast<size_t>(B) * I, -1, 1);
+  auto h = rand_vec<S>(static_cast<size_t>(B) * H, -1, 1);
+  auto c = rand_vec<S>(static_cast<size_t>(B) * H, -1, 1);
+  auto wi = rand_vec<S>(G * I, -2 * a, 2 * a), wh = rand_vec<S>(G * H, -2 * a, 2 * a);
+  auto bi = rand_vec<S>(G, -0.5, 0.5), bh = rand_vec<S>(G, -0.5, 0.5);
+  std::vector<S> hy(static_cast<size_t>(B) * H, nan_s<S>()), cy(hy), gt(B * G, nan_s<S>());
+  std::vector<double> rh(hy.size()), rc(hy.size()), rg(B * G);
+  for (int b = 0; b < B; ++b)
+    for (int u = 0; u < H; ++u) {
+      double pre[4];
+      for (int k = 0; k < 4; ++k) {
+        const size_t row = k * static_cast<size_t>(H) + u;
+        double s = bias ? of_s(bi[row]) + of_s(bh[row]) : 0.0;
+        for (int j = 0; j < I; ++j) s += of_s(wi[row * I + j]) * of_s(x[b * I + j]);
+        for (int j = 0; j < H; ++j) s += of_s(wh[row * H + j]) * of_s(h[b * H + j]);
+        pre[k] = s;
+      }
+      const double i = sigm(pre[0]), f = sigm(pre[1]), g = std::tanh(pre[2]), o = sigm(pre[3]);
+      const double cn = f * of_s(c[b * H + u]) + i * g;
+      rc[b * H + u] = cn;
+      rh[b * H + u] = o * std::tanh(cn);
+      rg[b * G + u] = i;
+      rg[b * G + H + u] = f;
+      rg[b * G + 2 * H + u] = g;
+      rg[b * G + 3 * H + u] = o;
+    }
+  const int gx = (H + kernels::kCellUnits - 1) / kernels::kCellUnits;
+  const int gy = (B + kernels::kCellBT - 1) / kernels::kCellBT;
+  lstm_fused_sim::launch(gx, kernels::kCellThreads, 0, false, [&] {
+    kernels::cell_fused_kernel<S>(B, I, H, x.data(), h.data(), c.data(), wi.data(), wh.data(),
+                                  bias ? bi.data() : nullptr, bias ? bh.data() : nullptr,
+                                  hy.data(), cy.data(), gates_out ? gt.data() : nullptr);
+  }, gy);
+  const double tol = sizeof(S) == 2 ? 1.5e-2 : 2e-5;
+  const std::string tag = "cell<" + std::to_string(sizeof(S)) + "> B=" + std::to_string(B) +
+                          " I=" + std::to_string(I) + " H=" + std::to_string(H);
+  compare(tag + " h", hy, rh, tol);
+  compare(tag + " c", cy, rc, tol);
+  if (gates_out) compare(tag + " gates", gt, rg, tol);
+}
+
+// ------------------------------------------------------------- persistent
+double mode_tol(int mode) {
+  switch (mode) {
+    case 0: return 3e-2;   // bf16 storage and operands
+    case 1: return 4e-3;   // fp16
+    case 2: return 1e-2;   // tf32 operands
+    default: return 1e-4;  // 3xTF32: about fp32
+  }
+}
+const char* mode_name(int mode) {
+  static const char* names[] = {"bf16", "f16", "tf32", "3xtf32"};
+  return names[mode];
+}
+
+template <int MODE>
+void test_persistent_forward(int B, int H, int T, bool reverse, bool need_grad, int sms) {
+  using S = typename P::ModeTraits<MODE>::T;
+  const auto plan = P::plan_shape(static_cast<MmaMode>(MODE), false, B, H, sms,
+                                  size_t(227) * 1024, [](int, size_t) { return 1; });
+  std::string tag = std::string("fwd ") + mode_name(MODE) + " B=" + std::to_string(B) +
+                    " H=" + std::to_string(H) + " T=" + std::to_string(T) +
+                    (reverse ? " rev" : "") + (need_grad ? " grad" : "");
+  if (!plan.ok) {
+    std::printf("FAIL %s: no plan\n", tag.c_str());
+    ++failures;
+    return;
+  }
+  tag += " [HS=" + std::to_string(plan.HS) + " blocks=" + std::to_string(plan.blocks) +
+         " NTC=" + std::to_string(plan.NTC) + " MT=" + std::to_string(plan.MT) +
+         " WMxWK=" + std::to_string(plan.WM) + "x" + std::to_string(plan.WK) + "]";
+  const size_t G = 4 * static_cast<size_t>(H), BH = static_cast<size_t>(B) * H;
+  const double a = 1.0 / std::sqrt(double(H));
+  auto w = rand_vec<S>(G * H, -2 * a, 2 * a);
+  auto h0 = rand_vec<S>(BH, -1, 1), c0 = rand_vec<S>(BH, -1, 1);
+  auto xp = rand_vec<S>(T * B * G, -1.5, 1.5);
+  std::vector<S> gates(xp), out(T * BH, nan_s<S>()), cells(T * BH, nan_s<S>()),
+      hn(BH, nan_s<S>()), cn(BH, nan_s<S>()), staging(plan.staging_elems(), nan_s<S>());
+
+  std::vector<double> h(BH), c(BH), rout(T * BH), rcells(T * BH), rgates(T * B * G);
+  for (size_t e = 0; e < BH; ++e) {
+    h[e] = of_s(h0[e]);
+    c[e] = of_s(c0[e]);
+  }
+  for (int s = 0; s < T; ++s) {
+    const int t = reverse ? T - 1 - s : s;
+    std::vector<double> hn_(BH);
+    for (int b = 0; b < B; ++b)
+      for (int u = 0; u < H; ++u) {
+        double pre[4];
+        for (int k = 0; k < 4; ++k) {
+          const size_t row = k * static_cast<size_t>(H) + u;
+          double acc = of_s(xp[(static_cast<size_t>(t) * B + b) * G + row]);
+          for (int j = 0; j < H; ++j) acc += of_s(w[row * H + j]) * h[b * H + j];
+          pre[k] = acc;
+        }
+        const double i = sigm(pre[0]), f = sigm(pre[1]), g = std::tanh(pre[2]), o = sigm(pre[3]);
+        const size_t e = static_cast<size_t>(b) * H + u;
+        c[e] = f * c[e] + i * g;
+        hn_[e] = o * std::tanh(c[e]);
+        const size_t gi = (static_cast<size_t>(t) * B + b) * G + u;
+        rgates[gi] = i;
+        rgates[gi + H] = f;
+        rgates[gi + 2 * H] = g;
+        rgates[gi + 3 * H] = o;
+        rout[t * BH + e] = hn_[e];
+        rcells[t * BH + e] = c[e];
+      }
+    for (size_t e = 0; e < BH; ++e) h[e] = of_s(to_s<S>(hn_[e]));  // the kernel's h is stored as S
+  }
+
+  P::FwdArgs<S> args;
+  args.s = P::shape_of(plan, T, reverse);
+  args.need_grad = need_grad;
+  args.w_hh = w.data();
+  args.h0 = h0.data();
+  args.c0 = c0.data();
+  args.gates = gates.data();
+  args.output = out.data();
+  args.cells = need_grad ? cells.data() : nullptr;
+  args.h_n = hn.data();
+  args.c_n = cn.data();
+  args.staging = staging.data();
+  const bool small = P::ntc_bound(plan.NTC) == P::kNTCSmall;
+  lstm_fused_sim::launch(plan.blocks, P::kThreads, plan.smem_bytes, true, [&] {
+    if (small) {
+      P::persistent_forward_kernel<MODE, P::kNTCSmall>(args);
+    } else {
+      P::persistent_forward_kernel<MODE, P::kNTC>(args);
+    }
+  });
+  const double tol = mode_tol(MODE);
+  compare(tag + " output", out, rout, tol);
+  std::vector<double> rhn(BH), rcn(BH);
+  const int tl = reverse ? 0 : T - 1;
+  for (size_t e = 0; e < BH; ++e) {
+    rhn[e] = rout[tl * BH + e];
+    rcn[e] = rcells[tl * BH + e];
+  }
+  compare(tag + " h_n", hn, rhn, tol);
+  compare(tag + " c_n", cn, rcn, tol);
+  if (need_grad) {
+    compare(tag + " gates", gates, rgates, tol);
+    compare(tag + " cells", cells, rcells, tol);
+  } else {
+    // gates must still hold the untouched x-projection
+    std::vector<double> rx(xp.size());
+    for (size_t e = 0; e < xp.size(); ++e) rx[e] = of_s(xp[e]);
+    compare(tag + " gates untouched", gates, rx, 0.0);
+  }
+}
+
+template <int MODE>
+void test_persistent_backward(int B, int H, int T, bool reverse, int sms) {
+  using S = typename P::ModeTraits<MODE>::T;
+  const auto plan = P::plan_shape(static_cast<MmaMode>(MODE), true, B, H, sms,
+                                  size_t(227) * 1024, [](int, size_t) { return 1; });
+  std::string tag = std::string("bwd ") + mode_name(MODE) + " B=" + std::to_string(B) +
+                    " H=" + std::to_string(H) + " T=" + std::to_string(T) +
+                    (reverse ? " rev" : "");
+  if (!plan.ok) {
+    std::printf("FAIL %s: no plan\n", tag.c_str());
+    ++failures;
+    return;
+  }
+  tag += " [HS=" + std::to_string(plan.HS) + " blocks=" + std::to_string(plan.blocks) +
+         " NTC=" + std::to_string(plan.NTC) + " MT=" + std::to_string(plan.MT) +
+         " WMxWK=" + std::to_string(plan.WM) + "x" + std::to_string(plan.WK) + "]";
+  const size_t G = 4 * static_cast<size_t>(H), BH = static_cast<size_t>(B) * H;
+  const double a = 1.0 / std::sqrt(double(H));
+  auto w = rand_vec<S>(G * H, -2 * a, 2 * a);
+  std::vector<S> gates(T * B * G);
+  {
+    auto sg = rand_vec<S>(gates.size(), 0.05, 0.95), tg = rand_vec<S>(gates.size(), -0.95, 0.95);
+    for (size_t r = 0; r < static_cast<size_t>(T) * B; ++r)
+      for (size_t j = 0; j < G; ++j) {
+        const bool is_g = j >= 2 * static_cast<size_t>(H) && j < 3 * static_cast<size_t>(H);
+        gates[r * G + j] = is_g ? tg[r * G + j] : sg[r * G + j];
+      }
+  }
+  auto cells = rand_vec<S>(T * BH, -2, 2);
+  auto c0 = rand_vec<S>(BH, -2, 2);
+  auto go = rand_vec<S>(T * BH, -1, 1);
+  auto ghn = rand_vec<S>(BH, -1, 1), gcn = rand_vec<S>(BH, -1, 1);
+  std::vector<S> dgates(T * B * G, nan_s<S>()), gh0(BH, nan_s<S>()), gc0(BH, nan_s<S>()),
+      staging(plan.staging_elems(), nan_s<S>());
+
+  std::vector<double> dh(BH), dc(BH), rdg(T * B * G);
+  for (size_t e = 0; e < BH; ++e) {
+    dh[e] = of_s(ghn[e]);
+    dc[e] = of_s(gcn[e]);
+  }
+  for (int s = T - 1; s >= 0; --s) {
+    const int t = reverse ? T - 1 - s : s;
+    const int tp = reverse ? t + 1 : t - 1;
+    std::vector<double> dg_s(B * G);
+    for (int b = 0; b < B; ++b)
+      for (int u = 0; u < H; ++u) {
+        const size_t e = static_cast<size_t>(b) * H + u;
+        const size_t gi = (static_cast<size_t>(t) * B + b) * G + u;
+        const double i = of_s(gates[gi]), f = of_s(gates[gi + H]), g = of_s(gates[gi + 2 * H]),
+                     o = of_s(gates[gi + 3 * H]);
+        const double cv = of_s(cells[t * BH + e]);
+        const double cp = s > 0 ? of_s(cells[tp * BH + e]) : of_s(c0[e]);
+        const double dhv = of_s(go[t * BH + e]) + dh[e];
+        const double tc = std::tanh(cv);
+        const double dct = dc[e] + dhv * o * (1 - tc * tc);
+        const double d[4] = {dct * g * i * (1 - i), dct * cp * f * (1 - f), dct * i * (1 - g * g),
+                             dhv * tc * o * (1 - o)};
+        dc[e] = dct * f;
+        for (int k = 0; k < 4; ++k) {
+          rdg[gi + k * H] = d[k];
+          dg_s[b * G + k * H + u] = of_s(to_s<S>(d[k]));  // the GEMM sees dgates stored as S
+        }
+      }
+    for (int b = 0; b < B; ++b)
+      for (int u = 0; u < H; ++u) {
+        double acc = 0;
+        for (size_t r = 0; r < G; ++r) acc += dg_s[b * G + r] * of_s(w[r * H + u]);
+        dh[b * H + u] = acc;
+      }
+  }
+
+  P::BwdArgs<S> args;
+  args.s = P::shape_of(plan, T, reverse);
+  args.w_hh = w.data();
+  args.gates = gates.data();
+  args.cells = cells.data();
+  args.c0 = c0.data();
+  args.grad_output = go.data();
+  args.grad_hn = ghn.data();
+  args.grad_cn = gcn.data();
+  args.dgates = dgates.data();
+  args.grad_h0 = gh0.data();
+  args.grad_c0 = gc0.data();
+  args.staging = staging.data();
+  const bool small = P::ntc_bound(plan.NTC) == P::kNTCSmall;
+  lstm_fused_sim::launch(plan.blocks, P::kThreads, plan.smem_bytes, true, [&] {
+    if (small) {
+      P::persistent_backward_kernel<MODE, P::kNTCSmall>(args);
+    } else {
+      P::persistent_backward_kernel<MODE, P::kNTC>(args);
+    }
+  });
+  const double tol = mode_tol(MODE);
+  compare(tag + " dgates", dgates, rdg, tol);
+  compare(tag + " grad_h0", gh0, dh, tol);
+  compare(tag + " grad_c0", gc0, dc, tol);
+}
+
+void print_plans() {
+  // An H100/H200: 132 SMs, 227 KB of shared memory per block, one block per SM
+  // (the kernels use ~230-250 registers per thread).
+  std::printf("%-7s %-4s %5s %5s | %4s %6s %4s %3s %5s %9s\n", "mode", "dir", "B", "H", "HS",
+              "blocks", "NTC", "MT", "WMxWK", "smem KB");
+  for (int mode = 0; mode < 4; ++mode)
+    for (int bwd = 0; bwd < 2; ++bwd)
+      for (int B : {1, 8, 64, 256})
+        for (int H : {256, 512, 1024, 1280, 1536, 2048}) {
+          const auto p = P::plan_shape(static_cast<MmaMode>(mode), bwd != 0, B, H, 132,
+                                       size_t(232448), [](int, size_t) { return 1; });
+          if (p.ok) {
+            std::printf("%-7s %-4s %5d %5d | %4d %6d %4d %3d %2dx%-2d %9.1f\n", mode_name(mode),
+                        bwd ? "bwd" : "fwd", B, H, p.HS, p.blocks, p.NTC, p.MT, p.WM, p.WK,
+                        p.smem_bytes / 1024.0);
+          } else {
+            std::printf("%-7s %-4s %5d %5d | no plan (per-step path)\n", mode_name(mode),
+                        bwd ? "bwd" : "fwd", B, H);
+          }
+        }
+}
+
+template <int MODE>
+void persistent_suite(bool full) {
+  struct Case {
+    int B, H, T, sms;
+    bool fwd, bwd;
+  };
+  std::vector<Case> cases = {
+      {1, 1, 3, 4, true, true},    // a single unit: one block, almost all padding
+      {3, 33, 4, 8, true, true},   // odd sizes, partial last block
+      {17, 40, 3, 6, true, true},  // two m-tiles
+      {5, 24, 2, 2, true, true},   // forward HS = 12: the 8-n-tile kernel
+  };
+  if (full) {
+    cases.push_back({40, 100, 3, 16, true, true});  // MT = 3: WM = 2, a warp with one m-tile
+    cases.push_back({70, 33, 2, 8, true, true});    // MT = 5: WM = 4
+    cases.push_back({130, 16, 2, 4, true, true});   // MT = 9: WM = 8, WK = 1
+    cases.push_back({2, 80, 2, 2, false, true});    // backward HS = 40: the 8-n-tile kernel
+    cases.push_back({1, 257, 2, 40, true, true});   // K chunks spread over all warps
+  }
+  for (const auto& c : cases) {
+    for (int rev = 0; rev < 2; ++rev) {
+      if (c.fwd) {
+        test_persistent_forward<MODE>(c.B, c.H, c.T, rev != 0, rev == 0, c.sms);
+        if (full) test_persistent_forward<MODE>(c.B, c.H, c.T, rev != 0, rev != 0, c.sms);
+      }
+      if (c.bwd) test_persistent_backward<MODE>(c.B, c.H, c.T, rev != 0, c.sms);
+    }
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const std::string what = argc > 1 ? argv[1] : "quick";
+  if (what == "plans") {
+    print_plans();
+    return 0;
+  }
+  const bool full = what == "full";
+  test_pointwise<float>(3, 33, true, true);
+  test_pointwise<double>(2, 7, false, false);
+  test_pointwise<__half>(5, 20, true, false);
+  test_pointwise<__nv_bfloat16>(4, 9, false, true);
+
+  test_cell<float>(1, 7, 33, true, true);
+  test_cell<float>(3, 70, 9, false, false);
+  test_cell<__nv_bfloat16>(8, 5, 17, true, true);
+  test_cell<__half>(2, 1, 1, true, true);
+  if (full) {
+    test_cell<float>(64, 33, 8, true, true);
+    test_cell<float>(65, 3, 12, true, true);  // two batch tiles
+    test_cell<float>(9, 0, 16, true, false);  // no input features
+  }
+
+  persistent_suite<0>(full);
+  persistent_suite<1>(full);
+  persistent_suite<2>(full);
+  persistent_suite<3>(full);
+
+  std::printf("%s: %d checks, %d failures\n", failures ? "FAILED" : "OK", checks, failures);
+  return failures ? 1 : 0;
+}
