@@ -74,6 +74,14 @@ template <class PW>
 struct WantsContiguousWeights<PW, std::void_t<decltype(PW::kContiguousTransposedWeights)>>
     : std::bool_constant<PW::kContiguousTransposedWeights> {};
 
+// A policy may provide `struct RecurrentGemm { RecurrentGemm(w, batch);
+// void accumulate(at::Tensor& g, const at::Tensor& h); }`, preparing w (4H, P)
+// once per call and then adding h·wᵀ into g at every step.
+template <class PW, class = void>
+struct HasRecurrentGemm : std::false_type {};
+template <class PW>
+struct HasRecurrentGemm<PW, std::void_t<typename PW::RecurrentGemm>> : std::true_type {};
+
 template <class PW>
 at::Tensor transposed(const at::Tensor& w) {
   if constexpr (WantsContiguousWeights<PW>::value) {
@@ -82,6 +90,19 @@ at::Tensor transposed(const at::Tensor& w) {
     return w.t();
   }
 }
+
+// The per-step h·Wᵀ: the policy's prepared GEMM when it has one, else the
+// library GEMM on wᵀ.
+template <class PW, bool = HasRecurrentGemm<PW>::value>
+struct StepGemm {
+  at::Tensor w_t;
+  StepGemm(const at::Tensor& w, int64_t /*batch*/) : w_t(transposed<PW>(w)) {}
+  void accumulate(at::Tensor& g, const at::Tensor& h) const { g.addmm_(h, w_t); }
+};
+template <class PW>
+struct StepGemm<PW, true> : PW::RecurrentGemm {
+  using PW::RecurrentGemm::RecurrentGemm;
+};
 
 template <class PW>
 std::tuple<at::Tensor, at::Tensor, at::Tensor> cell_forward(
@@ -158,7 +179,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> layer_for
   auto h = h0.contiguous().clone();
   auto c = c0.contiguous().clone();
   at::Tensor hcell = d.proj() ? buffer<PW>({d.B, d.H}, opts) : at::Tensor();
-  const auto w_hh_t = transposed<PW>(w_hh);
+  StepGemm<PW> step_gemm(w_hh, d.B);
   const at::Tensor w_hr_t = d.proj() ? transposed<PW>(*w_hr) : at::Tensor();
 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, input.scalar_type(), "lstm_layer", [&] {
@@ -167,7 +188,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> layer_for
       const int64_t n = n_active[t];
       if (n == 0) continue;
       auto g = rows(gates[t], n);
-      g.addmm_(rows(h, n), w_hh_t);
+      step_gemm.accumulate(g, rows(h, n));
       auto out_t = output[t];
       PW::template forward<scalar_t>(
           n, d.H, g.data_ptr<scalar_t>(), ptr_or_null<scalar_t>(bias), nullptr, c.data_ptr<scalar_t>(),

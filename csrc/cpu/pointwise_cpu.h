@@ -11,11 +11,13 @@
 #include <type_traits>
 
 #include "host_pool.h"
+#include "packed_gemm_cpu.h"
 
 namespace lstm_fused {
 
 struct CpuPointwise {
   static constexpr bool kContiguousTransposedWeights = true;
+  using RecurrentGemm = PackedStepGemm;
 
   static at::Tensor empty(at::IntArrayRef sizes, const at::TensorOptions& opts) {
     return pooled_empty(sizes, opts);
