@@ -75,8 +75,9 @@ struct WantsContiguousWeights<PW, std::void_t<decltype(PW::kContiguousTransposed
     : std::bool_constant<PW::kContiguousTransposedWeights> {};
 
 // A policy may provide `struct RecurrentGemm { RecurrentGemm(w, batch);
-// void accumulate(at::Tensor& g, const at::Tensor& h); }`, preparing w (4H, P)
-// once per call and then adding h·wᵀ into g at every step.
+// void accumulate(at::Tensor& g, const at::Tensor& h);
+// void product(at::Tensor& out, const at::Tensor& h); }`, preparing w once per
+// call and then adding h·wᵀ into g, or writing it to out, at every step.
 template <class PW, class = void>
 struct HasRecurrentGemm : std::false_type {};
 template <class PW>
@@ -98,6 +99,7 @@ struct StepGemm {
   at::Tensor w_t;
   StepGemm(const at::Tensor& w, int64_t /*batch*/) : w_t(transposed<PW>(w)) {}
   void accumulate(at::Tensor& g, const at::Tensor& h) const { g.addmm_(h, w_t); }
+  void product(at::Tensor& out, const at::Tensor& h) const { at::mm_out(out, h, w_t); }
 };
 template <class PW>
 struct StepGemm<PW, true> : PW::RecurrentGemm {
@@ -281,6 +283,8 @@ layer_backward(const at::Tensor& grad_output, const at::Tensor& grad_hn, const a
                            : buffer<PW>({d.T, d.B, d.P}, opts);
   at::Tensor dhcell = d.proj() ? buffer<PW>({d.B, d.H}, opts) : at::Tensor();
 
+  // dL/dh_{t-1} = dgates_t · W_hh = dgates_t · (W_hhᵀ)ᵀ
+  StepGemm<PW> back_gemm(w_hh.t(), d.B);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, input.scalar_type(), "lstm_layer_backward", [&] {
     for (int64_t s = d.T - 1; s >= 0; --s) {
       const int64_t t = reverse ? d.T - 1 - s : s;
@@ -318,7 +322,7 @@ layer_backward(const at::Tensor& grad_output, const at::Tensor& grad_hn, const a
                                         dg_t + m * G);
       }
       auto dh_rows = rows(dh, n);
-      at::mm_out(dh_rows, rows(dgates[t], n), w_hh);
+      back_gemm.product(dh_rows, rows(dgates[t], n));
     }
   });
 

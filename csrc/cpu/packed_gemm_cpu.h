@@ -14,21 +14,29 @@ namespace lstm_fused {
 
 class PackedStepGemm {
  public:
-  // w (4H, P) row-major; batch: the rows of every full step.
+  // w (N, K), any layout; batch: the rows of every full step.
   PackedStepGemm(const at::Tensor& w, int64_t batch) : w_(w.contiguous()), batch_(batch) {
     if (w.scalar_type() == at::kFloat && batch > 0 && ops().has_value()) {
       packed_ = ops()->reorder.call(w_, batch);
     }
   }
 
-  // g (n, 4H) += h (n, P) · wᵀ
+  // g (n, N) += h (n, K) · wᵀ, w (N, K)
   void accumulate(at::Tensor& g, const at::Tensor& h) {
     if (packed_.defined() && h.size(0) == batch_) {
-      g.add_(ops()->linear.call(h.contiguous(), packed_, w_, std::nullopt, batch_));
-      return;
+      g.add_(packed_product(h));
+    } else {
+      g.addmm_(h, w_t());
     }
-    if (!w_t_.defined()) w_t_ = w_.t().contiguous();
-    g.addmm_(h, w_t_);
+  }
+
+  // out (n, N) = h (n, K) · wᵀ
+  void product(at::Tensor& out, const at::Tensor& h) {
+    if (packed_.defined() && h.size(0) == batch_) {
+      out.copy_(packed_product(h));
+    } else {
+      at::mm_out(out, h, w_t());
+    }
   }
 
  private:
@@ -53,6 +61,15 @@ class PackedStepGemm {
                                           const std::optional<at::Tensor>&, int64_t)>()};
     }();
     return found;
+  }
+
+  at::Tensor packed_product(const at::Tensor& h) const {
+    return ops()->linear.call(h.contiguous(), packed_, w_, std::nullopt, batch_);
+  }
+
+  const at::Tensor& w_t() {
+    if (!w_t_.defined()) w_t_ = w_.t().contiguous();
+    return w_t_;
   }
 
   at::Tensor w_, w_t_, packed_;
