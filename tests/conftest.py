@@ -6,7 +6,7 @@ os.environ.setdefault("LSTM_FUSED_POISON", "1")
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-import lstm_fused  # noqa: E402,F401
+import lstm_fused  # noqa: E402
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
@@ -32,6 +32,17 @@ def assert_close_to_reference(ours, theirs, ref64, dtype, what):
     e_torch = rel_err(theirs, ref64) if theirs is not None else 0.0
     bound = max(BASE_TOL[dtype], TORCH_ERR_FACTOR * e_torch)
     assert e_ours <= bound, f"{what}: error {e_ours:.3g} > bound {bound:.3g} (torch.nn's error {e_torch:.3g})"
+
+
+def make_pair(dtype, **kw):
+    """torch.nn.LSTM and lstm_fused.LSTM in `dtype` with the same weights, and
+    torch.nn.LSTM in float64 with them too (the reference)."""
+    ref = torch.nn.LSTM(**kw)
+    ours = lstm_fused.LSTM(**kw)
+    ours.load_state_dict(ref.state_dict())
+    ref64 = torch.nn.LSTM(**kw).double()
+    ref64.load_state_dict(ref.state_dict())
+    return ref.to(dtype), ours.to(dtype), ref64
 
 
 @pytest.fixture(autouse=True)

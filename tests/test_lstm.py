@@ -6,18 +6,9 @@ import pytest
 import torch
 
 import lstm_fused
-from conftest import assert_close_to_reference
+from conftest import assert_close_to_reference, make_pair
 
 DTYPES = [torch.float32, torch.float64, torch.bfloat16]
-
-
-def make_pair(dtype, **kw):
-    ref = torch.nn.LSTM(**kw)
-    ours = lstm_fused.LSTM(**kw)
-    ours.load_state_dict(ref.state_dict())
-    ref64 = torch.nn.LSTM(**kw).double()
-    ref64.load_state_dict(ref.state_dict())
-    return ref.to(dtype), ours.to(dtype), ref64
 
 
 def run(model, x, hx, dtype):

@@ -4,16 +4,7 @@ import torch
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 import lstm_fused
-from conftest import assert_close_to_reference
-
-
-def pair(dtype, **kw):
-    ref = torch.nn.LSTM(**kw)
-    ours = lstm_fused.LSTM(**kw)
-    ours.load_state_dict(ref.state_dict())
-    ref64 = torch.nn.LSTM(**kw).double()
-    ref64.load_state_dict(ref.state_dict())
-    return ref.to(dtype), ours.to(dtype), ref64
+from conftest import assert_close_to_reference, make_pair
 
 
 def run_packed(model, x, lengths, hx, dtype, enforce_sorted):
@@ -46,7 +37,7 @@ def run_packed(model, x, lengths, hx, dtype, enforce_sorted):
 @pytest.mark.parametrize("with_hx", [False, True])
 def test_packed_matches_nn(dtype, lengths, enforce_sorted, kw, with_hx):
     kw = dict(input_size=5, hidden_size=8, **kw)
-    ref, ours, ref64 = pair(dtype, **kw)
+    ref, ours, ref64 = make_pair(dtype, **kw)
     B, T = len(lengths), max(lengths)
     D = 2 if kw.get("bidirectional") else 1
     L = kw.get("num_layers", 1)
