@@ -75,9 +75,11 @@ struct WantsContiguousWeights<PW, std::void_t<decltype(PW::kContiguousTransposed
     : std::bool_constant<PW::kContiguousTransposedWeights> {};
 
 // A policy may provide `struct RecurrentGemm { RecurrentGemm(w, batch);
-// void accumulate(at::Tensor& g, const at::Tensor& h);
-// void product(at::Tensor& out, const at::Tensor& h); }`, preparing w once per
-// call and then adding h·wᵀ into g, or writing it to out, at every step.
+// void accumulate(const at::Tensor& g, const at::Tensor& h, int64_t n);
+// void product(const at::Tensor& out, const at::Tensor& h, int64_t n); }`,
+// preparing w once per call and then adding h·wᵀ into g, or writing it to out,
+// at every step. g, h and out hold the whole batch; only their first n rows
+// (the running sequences) are read as h and written.
 template <class PW, class = void>
 struct HasRecurrentGemm : std::false_type {};
 template <class PW>
@@ -98,8 +100,13 @@ template <class PW, bool = HasRecurrentGemm<PW>::value>
 struct StepGemm {
   at::Tensor w_t;
   StepGemm(const at::Tensor& w, int64_t /*batch*/) : w_t(transposed<PW>(w)) {}
-  void accumulate(at::Tensor& g, const at::Tensor& h) const { g.addmm_(h, w_t); }
-  void product(at::Tensor& out, const at::Tensor& h) const { at::mm_out(out, h, w_t); }
+  void accumulate(const at::Tensor& g, const at::Tensor& h, int64_t n) const {
+    rows(g, n).addmm_(rows(h, n), w_t);
+  }
+  void product(const at::Tensor& out, const at::Tensor& h, int64_t n) const {
+    auto o = rows(out, n);
+    at::mm_out(o, rows(h, n), w_t);
+  }
 };
 template <class PW>
 struct StepGemm<PW, true> : PW::RecurrentGemm {
@@ -190,7 +197,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> layer_for
       const int64_t n = n_active[t];
       if (n == 0) continue;
       auto g = rows(gates[t], n);
-      step_gemm.accumulate(g, rows(h, n));
+      step_gemm.accumulate(gates[t], h, n);
       auto out_t = output[t];
       PW::template forward<scalar_t>(
           n, d.H, g.data_ptr<scalar_t>(), ptr_or_null<scalar_t>(bias), nullptr, c.data_ptr<scalar_t>(),
@@ -321,8 +328,7 @@ layer_backward(const at::Tensor& grad_output, const at::Tensor& grad_hn, const a
                                         dh_b ? dh_b + m * d.P : nullptr, dcp + m * H,
                                         dg_t + m * G);
       }
-      auto dh_rows = rows(dh, n);
-      back_gemm.product(dh_rows, rows(dgates[t], n));
+      back_gemm.product(dh, dgates[t], n);
     }
   });
 

@@ -14,28 +14,29 @@ namespace lstm_fused {
 
 class PackedStepGemm {
  public:
-  // w (N, K), any layout; batch: the rows of every full step.
+  // w (N, K), any layout; batch: the rows of the whole batch.
   PackedStepGemm(const at::Tensor& w, int64_t batch) : w_(w.contiguous()), batch_(batch) {
     if (w.scalar_type() == at::kFloat && batch > 0 && ops().has_value()) {
       packed_ = ops()->reorder.call(w_, batch);
     }
   }
 
-  // g (n, N) += h (n, K) · wᵀ, w (N, K)
-  void accumulate(at::Tensor& g, const at::Tensor& h) {
-    if (packed_.defined() && h.size(0) == batch_) {
-      g.add_(packed_product(h));
+  // g[:n] (N wide) += h[:n] (K wide) · wᵀ, w (N, K); g and h hold the whole batch.
+  void accumulate(const at::Tensor& g, const at::Tensor& h, int64_t n) {
+    if (use_packed(n)) {
+      rows(g, n).add_(rows(packed_product(h), n));
     } else {
-      g.addmm_(h, w_t());
+      rows(g, n).addmm_(rows(h, n), w_t());
     }
   }
 
-  // out (n, N) = h (n, K) · wᵀ
-  void product(at::Tensor& out, const at::Tensor& h) {
-    if (packed_.defined() && h.size(0) == batch_) {
-      out.copy_(packed_product(h));
+  // out[:n] = h[:n] · wᵀ; out's other rows are left as they are.
+  void product(const at::Tensor& out, const at::Tensor& h, int64_t n) {
+    if (use_packed(n)) {
+      rows(out, n).copy_(rows(packed_product(h), n));
     } else {
-      at::mm_out(out, h, w_t());
+      auto o = rows(out, n);
+      at::mm_out(o, rows(h, n), w_t());
     }
   }
 
@@ -62,6 +63,16 @@ class PackedStepGemm {
     }();
     return found;
   }
+
+  // The packed GEMM only takes the batch it was packed for. When fewer
+  // sequences run (packed input), it still wins over the library GEMM on the
+  // running rows alone while those are most of the batch, or while the batch is
+  // small enough that streaming the weights costs more than the rows.
+  bool use_packed(int64_t n) const {
+    return packed_.defined() && (4 * n >= 3 * batch_ || batch_ <= 16);
+  }
+
+  static at::Tensor rows(const at::Tensor& t, int64_t n) { return t.narrow(0, 0, n); }
 
   at::Tensor packed_product(const at::Tensor& h) const {
     return ops()->linear.call(h.contiguous(), packed_, w_, std::nullopt, batch_);
