@@ -114,3 +114,21 @@ def test_autocast_cell_runs_in_low_precision():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         h, c = cell(torch.randn(2, 3))
     assert h.dtype == c.dtype == torch.bfloat16
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
+def test_autocast_cuda(dtype):
+    ref = torch.nn.LSTM(5, 7, num_layers=2).cuda()
+    ours = lstm_fused.LSTM(5, 7, num_layers=2).cuda()
+    ours.load_state_dict(ref.state_dict())
+    cell = lstm_fused.LSTMCell(5, 7).cuda()
+    x = torch.randn(4, 3, 5, device="cuda")
+    with torch.autocast("cuda", dtype=dtype):
+        a, (ha, ca) = ours(x)
+        b, _ = ref(x)
+        h, c = cell(x[0])
+    assert a.dtype == b.dtype == ha.dtype == ca.dtype == h.dtype == dtype
+    torch.testing.assert_close(a.float(), b.float(), rtol=0, atol=5e-2)
+    a.float().sum().backward()
+    assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in ours.parameters())
