@@ -59,6 +59,12 @@ at::Tensor buffer(at::IntArrayRef sizes, const at::TensorOptions& opts) {
   }
 }
 
+// An output kept only on request (saved gates, cells): when not kept, a fresh
+// empty tensor each time, as the outputs of an op must not alias each other.
+inline at::Tensor kept_if(bool keep, const at::Tensor& t, const at::TensorOptions& opts) {
+  return keep ? t : at::empty({0}, opts);
+}
+
 template <class PW>
 at::Tensor zeros(at::IntArrayRef sizes, const at::TensorOptions& opts) {
   return buffer<PW>(sizes, opts).zero_();
@@ -132,7 +138,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> cell_forward(
                                    cy.data_ptr<scalar_t>(), hy.data_ptr<scalar_t>(), nullptr,
                                    nullptr);
   });
-  return {hy, cy, need_gates ? gates : at::empty({0}, input.options())};
+  return {hy, cy, kept_if(need_gates, gates, input.options())};
 }
 
 template <class PW>
@@ -183,8 +189,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> layer_for
   at::Tensor output = packed ? zeros<PW>({d.T, d.B, d.P}, opts) : buffer<PW>({d.T, d.B, d.P}, opts);
   // Zeroed when packed so that padded rows stay finite for the backward GEMMs.
   at::Tensor cells = !need_grad ? at::Tensor()
-               : packed   ? zeros<PW>({d.T, d.B, d.H}, opts)
-                          : buffer<PW>({d.T, d.B, d.H}, opts);
+                     : packed   ? zeros<PW>({d.T, d.B, d.H}, opts)
+                                : buffer<PW>({d.T, d.B, d.H}, opts);
   auto h = h0.contiguous().clone();
   auto c = c0.contiguous().clone();
   at::Tensor hcell = d.proj() ? buffer<PW>({d.B, d.H}, opts) : at::Tensor();
@@ -211,16 +217,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> layer_for
       }
     }
   });
-  // Distinct empty tensors: outputs of an op must not alias each other.
-  return {output, h, c, need_grad ? gates : at::empty({0}, opts),
-          need_grad ? cells : at::empty({0}, opts)};
+  return {output, h, c, kept_if(need_grad, gates, opts), kept_if(need_grad, cells, opts)};
 }
 
 // h_{t-1} as seen by each step (T, B, P): the matrix that multiplies dgates
 // into dW_hh. Rows that are not running at a step are zero or h0 (finite).
 template <class PW = void>
 at::Tensor previous_h(const at::Tensor& output, const at::Tensor& h0,
-                             const std::vector<int64_t>& n_active, bool reverse) {
+                      const std::vector<int64_t>& n_active, bool reverse) {
   const int64_t T = output.size(0);
   at::Tensor hprev = buffer<PW>(output.sizes(), output.options());
   if (T == 0) return hprev;
@@ -276,7 +280,7 @@ layer_backward(const at::Tensor& grad_output, const at::Tensor& grad_hn, const a
   const bool packed = lengths.has_value();
 
   at::Tensor dgates = packed ? zeros<PW>({d.T, d.B, 4 * d.H}, opts)
-                       : buffer<PW>({d.T, d.B, 4 * d.H}, opts);
+                             : buffer<PW>({d.T, d.B, 4 * d.H}, opts);
   auto dh = grad_hn.contiguous().clone();
   auto dc = grad_cn.contiguous().clone();
   const auto go = grad_output.contiguous();
@@ -286,8 +290,8 @@ layer_backward(const at::Tensor& grad_output, const at::Tensor& grad_hn, const a
   // With a projection, dL/dh_t (width P) is kept for dW_hr and mapped to the
   // cell's output width H before the pointwise step.
   at::Tensor dhp_all = !d.proj() ? at::Tensor()
-                 : packed  ? zeros<PW>({d.T, d.B, d.P}, opts)
-                           : buffer<PW>({d.T, d.B, d.P}, opts);
+                       : packed     ? zeros<PW>({d.T, d.B, d.P}, opts)
+                                    : buffer<PW>({d.T, d.B, d.P}, opts);
   at::Tensor dhcell = d.proj() ? buffer<PW>({d.B, d.H}, opts) : at::Tensor();
 
   // dL/dh_{t-1} = dgates_t · W_hh = dgates_t · (W_hhᵀ)ᵀ

@@ -137,7 +137,7 @@ std::tuple<Tensor, Tensor, Tensor> cell_forward_cuda(const Tensor& input, const 
       launch_cell<c10::BFloat16>(x, h, c, wi, wh, bi, bh, hy, cy, gates, d);
       break;
   }
-  return {hy, cy, need_gates ? gates : at::empty({0}, opts)};
+  return {hy, cy, kept_if(need_gates, gates, opts)};
 }
 
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> cell_backward_cuda(
@@ -217,8 +217,8 @@ std::optional<LayerOut> persistent_layer_forward(
   }
   C10_CUDA_KERNEL_LAUNCH_CHECK();
   count(kPersistentForward);
-  const auto none = at::empty({0}, opts);
-  return LayerOut{output, h_n, c_n, need_grad ? gates : none, need_grad ? cells : none};
+  return LayerOut{output, h_n, c_n, kept_if(need_grad, gates, opts),
+                  kept_if(need_grad, cells, opts)};
 }
 
 LayerOut layer_forward_cuda(const Tensor& input, const Tensor& h0, const Tensor& c0,
