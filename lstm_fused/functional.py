@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from ._ops import ops
-from .errors import LSTMArgumentError  # noqa: F401  (re-exported for modules)
+from .errors import LSTMArgumentError
 
 _FLOATING = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
 

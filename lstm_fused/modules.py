@@ -5,6 +5,7 @@ from torch import nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from . import functional as F
+from .errors import LSTMArgumentError
 
 
 class LSTM(nn.RNNBase):
@@ -49,7 +50,7 @@ class LSTM(nn.RNNBase):
         padded, lengths = pad_packed_sequence(PackedSequence(data, batch_sizes))
         if hx is not None and sorted_indices is not None:
             if not isinstance(hx, (tuple, list)) or len(hx) != 2:
-                raise F.LSTMArgumentError("lstm_fused: hx must be a tuple (h_0, c_0)")
+                raise LSTMArgumentError("lstm_fused: hx must be a tuple (h_0, c_0)")
             hx = tuple(h.index_select(1, sorted_indices) for h in hx)
         output, (h_n, c_n) = self._run(padded, hx, batch_first=False, lengths=lengths)
         out_data = pack_padded_sequence(output, lengths).data
