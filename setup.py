@@ -55,6 +55,9 @@ def _x86_flags():
             flags = f.read()
     except OSError:
         return []
+    if all(f" {f}" in flags for f in ("avx512f", "avx512bw", "avx512vl", "avx512dq", "fma")):
+        return ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mfma", "-mf16c",
+                "-DCPU_CAPABILITY=AVX512", "-DCPU_CAPABILITY_AVX512"]
     if all(f" {f}" in flags for f in ("avx2", "fma", "f16c")):
         return ["-mavx2", "-mfma", "-mf16c", "-DCPU_CAPABILITY=AVX2", "-DCPU_CAPABILITY_AVX2"]
     return []

@@ -1,81 +1,84 @@
 #pragma once
-// The recurrent GEMM of the CPU layer loop on MKL's packed-weight GEMM (torch's
-// mkl::_mkl_reorder_linear_weight / mkl::_mkl_linear): W_hh is packed once per
-// sequence instead of being repacked by every step's GEMM, ~20% faster per step
-// at B = 8..64 on AVX-512 machines. Builds of torch without MKL, other dtypes
-// and steps with fewer rows than packed for (packed sequences) use the library
-// GEMM on a contiguous W_hhᵀ.
+// The recurrent GEMM of the CPU layer loop on MKL's packed-weight GEMM
+// (cblas_sgemm_pack / cblas_sgemm_compute): the weight is packed once per
+// sequence instead of being repacked by every step's GEMM (~20% faster per
+// step at B = 8..64 on AVX-512 machines), and each step writes or accumulates
+// (beta = 1) straight into the caller's rows, with no temporary and no extra
+// pass. Torch builds that do not export MKL, and dtypes other than float, use
+// the library GEMM on a contiguous wᵀ.
 #include <ATen/ATen.h>
-#include <ATen/core/dispatch/Dispatcher.h>
 
-#include <optional>
+#include <cstddef>
+
+// MKL's packed-GEMM API with 32-bit integers (LP64), which torch's x86 builds
+// export from libtorch_cpu. Weak, so that the extension still loads against a
+// torch without them and takes the library GEMM instead.
+extern "C" {
+__attribute__((weak)) size_t cblas_sgemm_pack_get_size(int identifier, int m, int n, int k);
+__attribute__((weak)) void cblas_sgemm_pack(int layout, int identifier, int trans, int m, int n,
+                                            int k, float alpha, const float* src, int ld,
+                                            float* dest);
+__attribute__((weak)) void cblas_sgemm_compute(int layout, int transa, int transb, int m, int n,
+                                               int k, const float* a, int lda, const float* b,
+                                               int ldb, float beta, float* c, int ldc);
+}
 
 namespace lstm_fused {
 
 class PackedStepGemm {
  public:
-  // w (N, K), any layout; batch: the rows of the whole batch.
-  PackedStepGemm(const at::Tensor& w, int64_t batch) : w_(w.contiguous()), batch_(batch) {
-    if (w.scalar_type() == at::kFloat && batch > 0 && ops().has_value()) {
-      packed_ = ops()->reorder.call(w_, batch);
-    }
+  // w (N, K) with either row-major or column-major strides (a transposed view
+  // of a contiguous matrix packs without a copy); batch: the rows of the whole
+  // batch, a hint for the packing.
+  PackedStepGemm(const at::Tensor& w, int64_t batch)
+      : w_(w), n_(w.size(0)), k_(w.size(1)) {
+    if (!available() || w.scalar_type() != at::kFloat || batch <= 0 || n_ == 0 || k_ == 0) return;
+    // op(B) = wᵀ (K, N). Row-major w (N, K) is B stored transposed; a w whose
+    // transpose is contiguous is B itself.
+    const bool row_major = w.stride(1) == 1 && w.stride(0) == k_;
+    const bool col_major = w.stride(0) == 1 && w.stride(1) == n_;
+    if (!row_major && !col_major) w_ = w.contiguous();
+    const bool trans = !col_major || row_major;
+    const auto bytes = cblas_sgemm_pack_get_size(kBMatrix, int(batch), int(n_), int(k_));
+    packed_ = at::empty({static_cast<int64_t>(bytes)}, w.options().dtype(at::kByte));
+    cblas_sgemm_pack(kRowMajor, kBMatrix, trans ? kTrans : kNoTrans, int(batch), int(n_), int(k_),
+                     1.0f, w_.data_ptr<float>(), trans ? int(k_) : int(n_),
+                     reinterpret_cast<float*>(packed_.data_ptr()));
   }
 
-  // g[:n] (N wide) += h[:n] (K wide) · wᵀ, w (N, K); g and h hold the whole batch.
-  void accumulate(const at::Tensor& g, const at::Tensor& h, int64_t n) {
-    if (use_packed(n)) {
-      rows(g, n).add_(rows(packed_product(h), n));
-    } else {
-      rows(g, n).addmm_(rows(h, n), w_t());
-    }
-  }
+  // g[:n] (N wide) += h[:n] (K wide) · wᵀ; g and h hold the whole batch.
+  void accumulate(const at::Tensor& g, const at::Tensor& h, int64_t n) { run(g, h, n, 1.0f); }
 
   // out[:n] = h[:n] · wᵀ; out's other rows are left as they are.
-  void product(const at::Tensor& out, const at::Tensor& h, int64_t n) {
-    if (use_packed(n)) {
-      rows(out, n).copy_(rows(packed_product(h), n));
-    } else {
-      auto o = rows(out, n);
-      at::mm_out(o, rows(h, n), w_t());
-    }
-  }
+  void product(const at::Tensor& out, const at::Tensor& h, int64_t n) { run(out, h, n, 0.0f); }
 
  private:
-  struct Ops {
-    c10::TypedOperatorHandle<at::Tensor(const at::Tensor&, int64_t)> reorder;
-    c10::TypedOperatorHandle<at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&,
-                                        const std::optional<at::Tensor>&, int64_t)>
-        linear;
-  };
+  static constexpr int kRowMajor = 101, kNoTrans = 111, kTrans = 112, kPacked = 151,
+                       kBMatrix = 162;
 
-  static const std::optional<Ops>& ops() {
-    static const std::optional<Ops> found = []() -> std::optional<Ops> {
-      auto& d = c10::Dispatcher::singleton();
-      auto reorder = d.findSchema({"mkl::_mkl_reorder_linear_weight", ""});
-      auto linear = d.findSchema({"mkl::_mkl_linear", ""});
-      if (!reorder || !linear || !reorder->hasKernelForDispatchKey(c10::DispatchKey::CPU) ||
-          !linear->hasKernelForDispatchKey(c10::DispatchKey::CPU)) {
-        return std::nullopt;
-      }
-      return Ops{reorder->typed<at::Tensor(const at::Tensor&, int64_t)>(),
-                 linear->typed<at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&,
-                                          const std::optional<at::Tensor>&, int64_t)>()};
-    }();
-    return found;
+  static bool available() {
+    return cblas_sgemm_pack_get_size != nullptr && cblas_sgemm_pack != nullptr &&
+           cblas_sgemm_compute != nullptr;
   }
 
-  // The packed GEMM only takes the batch it was packed for. When fewer
-  // sequences run (packed input), it still wins over the library GEMM on the
-  // running rows alone while those are most of the batch, or while the batch is
-  // small enough that streaming the weights costs more than the rows.
-  bool use_packed(int64_t n) const {
-    return packed_.defined() && (4 * n >= 3 * batch_ || batch_ <= 16);
-  }
+  static bool rows_dense(const at::Tensor& t) { return t.dim() == 2 && t.stride(1) == 1; }
 
-  static at::Tensor rows(const at::Tensor& t, int64_t n) { return t.narrow(0, 0, n); }
-
-  at::Tensor packed_product(const at::Tensor& h) const {
-    return ops()->linear.call(h.contiguous(), packed_, w_, std::nullopt, batch_);
+  void run(const at::Tensor& c, const at::Tensor& a, int64_t n, float beta) {
+    if (n == 0) return;
+    if (packed_.defined() && rows_dense(c) && rows_dense(a)) {
+      cblas_sgemm_compute(kRowMajor, kNoTrans, kPacked, int(n), int(n_), int(k_),
+                          a.data_ptr<float>(), int(a.stride(0)),
+                          reinterpret_cast<const float*>(packed_.data_ptr()), 0, beta,
+                          c.data_ptr<float>(), int(c.stride(0)));
+      return;
+    }
+    auto cn = c.narrow(0, 0, n);
+    const auto an = a.narrow(0, 0, n);
+    if (beta == 0.0f) {
+      at::mm_out(cn, an, w_t());
+    } else {
+      cn.addmm_(an, w_t());
+    }
   }
 
   const at::Tensor& w_t() {
@@ -84,7 +87,7 @@ class PackedStepGemm {
   }
 
   at::Tensor w_, w_t_, packed_;
-  int64_t batch_;
+  int64_t n_, k_;
 };
 
 }  // namespace lstm_fused
