@@ -63,6 +63,15 @@ def _x86_flags():
     return []
 
 
+def _openmp_flags():
+    """at::parallel_for runs its body on one thread unless the including code is
+    built with OpenMP, when torch's own backend is OpenMP. The extension then
+    shares the libgomp torch has loaded (same soname), so one thread pool."""
+    if platform.system() != "Linux" or "parallel backend: OpenMP" not in torch.__config__.parallel_info():
+        return []
+    return ["-fopenmp"]
+
+
 def _write_build_info():
     with open(os.path.join(ROOT, "lstm_fused", "_build_info.py"), "w") as f:
         f.write("# Written by setup.py at build time.\n")
@@ -76,10 +85,12 @@ def _sources(pattern):
 
 def extension():
     version_define = f'-DLSTM_FUSED_TORCH_VERSION="{torch.__version__}"'
-    cxx = ["-O3", version_define] + _x86_flags()
+    cxx = ["-O3", version_define] + _x86_flags() + _openmp_flags()
+    link = _openmp_flags()
     sources = _sources("*.cpp") + _sources("cpu/*.cpp")
     if not WITH_CUDA:
-        return CppExtension("lstm_fused._C", sources, extra_compile_args={"cxx": cxx})
+        return CppExtension("lstm_fused._C", sources, extra_compile_args={"cxx": cxx},
+                            extra_link_args=link)
     sources = [s for s in sources if not s.endswith("cuda_absent.cpp")]
     sources += _sources("cuda/*.cpp") + _sources("cuda/*.cu")
     include_dirs = []
@@ -94,6 +105,7 @@ def extension():
         sources,
         include_dirs=include_dirs,
         extra_compile_args={"cxx": cxx + ["-DLSTM_FUSED_WITH_CUDA"], "nvcc": nvcc},
+        extra_link_args=link,
     )
 
 
