@@ -35,10 +35,12 @@ def _check_shape(t, expected, name):
 
 def _autocast(tensors):
     """Under torch.autocast the ops run in the autocast dtype, as torch.nn.LSTM
-    does: floating arguments are cast to it (parameters stay as they are)."""
-    ref = next(t for t in tensors if t is not None)
-    device = ref.device.type
-    if device not in ("cpu", "cuda") or not torch.is_autocast_enabled(device):
+    does: floating arguments are cast to it (parameters stay as they are).
+    tensors[0] is the input, never None."""
+    ref = tensors[0]
+    # is_cuda/is_cpu: a one-step call cannot afford building a torch.device
+    device = "cuda" if ref.is_cuda else "cpu" if ref.is_cpu else None
+    if device is None or not torch.is_autocast_enabled(device):
         return tensors
     dtype = torch.get_autocast_dtype(device)
     return [t.to(dtype) if t is not None and t.is_floating_point() else t for t in tensors]
@@ -68,6 +70,9 @@ def lstm_cell(input, hx=None, w_ih=None, w_hh=None, b_ih=None, b_hh=None):
         raise
 
 
+_cell_op = ops.lstm_cell.default
+
+
 def _cell(input, hx, w_ih, w_hh, b_ih, b_hh):
     batched = input.dim() == 2
     x = input if batched else input.unsqueeze(0)
@@ -79,7 +84,7 @@ def _cell(input, hx, w_ih, w_hh, b_ih, b_hh):
             h, c = h.unsqueeze(0), c.unsqueeze(0)
     x, h, c, w_ih, w_hh, b_ih, b_hh = _autocast([x, h, c, w_ih, w_hh, b_ih, b_hh])
     need = _needs_grad(x, h, c, w_ih, w_hh, b_ih, b_hh)
-    hy, cy, _ = ops.lstm_cell(x, h, c, w_ih, w_hh, b_ih, b_hh, need)
+    hy, cy, _ = _cell_op(x, h, c, w_ih, w_hh, b_ih, b_hh, need)
     if not batched:
         hy, cy = hy.squeeze(0), cy.squeeze(0)
     return hy, cy

@@ -66,4 +66,11 @@ class LSTMCell(nn.RNNCellBase):
         super().__init__(input_size, hidden_size, bias, num_chunks=4, device=device, dtype=dtype)
 
     def forward(self, input, hx=None):
-        return F.lstm_cell(input, hx, self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh)
+        # _parameters directly: each attribute access through Module.__getattr__
+        # costs about as much as a small tensor op, and a step is short
+        p = self._parameters
+        try:
+            w = p["weight_ih"], p["weight_hh"], p["bias_ih"], p["bias_hh"]
+        except KeyError:  # parametrized or weight-normed: the attributes are computed
+            w = self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh
+        return F.lstm_cell(input, hx, *w)

@@ -23,7 +23,7 @@ struct CpuPointwise {
     return pooled_empty(sizes, opts);
   }
   // Below this many elements per call, threading costs more than it saves.
-  static constexpr int64_t kGrain = 16384;
+  static constexpr int64_t kGrain = 4096;
 
   template <typename T>
   static T sigmoid(T x) {
