@@ -101,3 +101,28 @@ def test_build_records_cuda_part():
     from lstm_fused import _build_info
 
     assert lstm_fused.cuda_compiled() == _build_info.WITH_CUDA
+
+
+class _Double(torch.nn.Module):
+    def forward(self, w):
+        return 2 * w
+
+
+@pytest.mark.parametrize("how", ["parametrize", "weight_norm", "no_bias"])
+def test_cell_with_computed_weights(how):
+    """Weights that are not plain parameters (parametrizations, weight norm) are
+    read through the module's attributes, as nn.LSTMCell reads them."""
+    ref = torch.nn.LSTMCell(5, 7, bias=how != "no_bias")
+    ours = lstm_fused.LSTMCell(5, 7, bias=how != "no_bias")
+    ours.load_state_dict(ref.state_dict())
+    for m in (ref, ours):
+        if how == "parametrize":
+            torch.nn.utils.parametrize.register_parametrization(m, "weight_hh", _Double())
+        elif how == "weight_norm":
+            torch.nn.utils.parametrizations.weight_norm(m, "weight_ih")
+    x, h, c = torch.randn(3, 5), torch.randn(3, 7), torch.randn(3, 7)
+    for a, b in zip(ref(x, (h, c)), ours(x, (h, c))):
+        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6)
+    if how == "parametrize":
+        ours(x, (h, c))[0].sum().backward()
+        assert ours.parametrizations.weight_hh.original.grad is not None
