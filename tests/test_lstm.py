@@ -94,6 +94,36 @@ def test_non_contiguous_input():
     torch.testing.assert_close(ours(x)[0], ref(x)[0], rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("layout", ["transposed", "strided"])
+@pytest.mark.parametrize("B", [3, 20])
+def test_weights_in_other_layouts(layout, B):
+    """Weights that are views in another memory layout (a transposed copy seen
+    through .t(), every other row of a larger matrix) give nn.LSTM's numbers."""
+    ref, _, ref64 = make_pair(torch.float32, input_size=5, hidden_size=9)
+    def relayout(w):
+        w = w.detach()
+        if w.dim() == 2 and layout == "transposed":
+            w = w.t().contiguous().t()
+        elif w.dim() == 2:
+            w = torch.zeros(2 * w.shape[0], w.shape[1]).index_copy(0, torch.arange(0, 2 * w.shape[0], 2), w)[::2]
+        else:
+            w = w.clone()
+        assert w.dim() == 1 or not w.is_contiguous()
+        return w.requires_grad_()
+
+    weights = [relayout(w) for w in ref._flat_weights]
+    x = torch.randn(7, B, 5)
+    out, (h, c) = lstm_fused.lstm(x, weights)
+    out64, (h64, c64) = ref64(x.double())
+    for a, b, what in ((out, out64, "output"), (h, h64, "h_n"), (c, c64, "c_n")):
+        assert_close_to_reference(a, None, b, torch.float32, what)
+    g = torch.randn_like(out)
+    grads = torch.autograd.grad(out, weights, g)
+    grads64 = torch.autograd.grad(out64, list(ref64.parameters()), g.double())
+    for a, b, (n, _) in zip(grads, grads64, ref64.named_parameters()):
+        assert_close_to_reference(a, None, b, torch.float32, f"grad {n}")
+
+
 def test_dropout_between_layers():
     ours = lstm_fused.LSTM(4, 8, num_layers=3, dropout=0.5)
     x = torch.randn(6, 2, 4)
