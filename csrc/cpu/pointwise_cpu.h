@@ -12,12 +12,14 @@
 
 #include "host_pool.h"
 #include "packed_gemm_cpu.h"
+#include "small_batch_cpu.h"
 
 namespace lstm_fused {
 
 struct CpuPointwise {
   static constexpr bool kContiguousTransposedWeights = true;
   using RecurrentGemm = PackedStepGemm;
+  using FusedStep = SmallBatchStep<CpuPointwise>;
 
   static at::Tensor empty(at::IntArrayRef sizes, const at::TensorOptions& opts) {
     return pooled_empty(sizes, opts);

@@ -1,0 +1,187 @@
+#pragma once
+// One fused recurrent step for the smallest layers (float, AVX-512):
+// h_{t-1}·W_hhᵀ and the cell update in one pass, each thread keeping its slice
+// of W_hh in its own cache from step to step. With one or two batch rows the
+// library's GEMM runs as a matrix-vector product whose threading, plus the
+// separate pointwise pass, costs as much as the arithmetic.
+//
+// Layout: hidden units in groups of 16 (one 512-bit vector per gate); the
+// group's weights are stored k-major, [k][gate][16 units]
+//   wp[((g·H + k)·4 + q)·16 + l] = W_hh[q·H + 16g + l, k]
+// so a step streams each group's 64·H floats once, contiguously, and the four
+// gates of 16 units end in registers together for the cell update.
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <ATen/cpu/vec/vec.h>
+
+#include <algorithm>
+#include <cstdint>
+
+#if defined(CPU_CAPABILITY_AVX512)
+#include <immintrin.h>
+#endif
+
+namespace lstm_fused {
+
+template <class Activations>
+class SmallBatchStep {
+ public:
+  static constexpr int64_t kUnits = 16;
+  static constexpr int64_t kMaxBatch = 8;
+  // Measured against the packed library GEMM plus the pointwise pass, T = 100,
+  // 2 threads: B = 1 wins by 1.6x at H = 128 and 1.25x at H = 256, ties at 384;
+  // B = 2 wins at H = 128 and loses from H = 256 on.
+  static constexpr int64_t kMaxPairs = 256;
+
+  // Whether a layer runs on this kernel: float with AVX-512 code, no
+  // projection, H a multiple of 16 and at most kMaxPairs (row, unit) pairs.
+  static bool usable(int64_t B, int64_t H, bool proj, at::ScalarType dtype) {
+#if defined(CPU_CAPABILITY_AVX512)
+    return dtype == at::kFloat && !proj && B >= 1 && B <= kMaxBatch && H > 0 &&
+           H % kUnits == 0 && B * H <= kMaxPairs;
+#else
+    (void)B, (void)H, (void)proj, (void)dtype;
+    return false;
+#endif
+  }
+
+  // w_hh (4H, H), any strides.
+  explicit SmallBatchStep(const at::Tensor& w_hh) : H_(w_hh.size(1)), groups_(H_ / kUnits) {
+    const auto w = w_hh.contiguous();
+    wp_ = at::empty({groups_ * H_ * 4 * kUnits}, w.options());
+    const float* W = w.data_ptr<float>();
+    float* P = wp_.data_ptr<float>();
+    const int64_t H = H_;
+    at::parallel_for(0, groups_, 1, [&](int64_t g0, int64_t g1) {
+      for (int64_t g = g0; g < g1; ++g) {
+        for (int64_t q = 0; q < 4; ++q) {
+          for (int64_t l = 0; l < kUnits; ++l) {
+            const float* row = W + (q * H + g * kUnits + l) * H;
+            float* dst = P + (g * H * 4 + q) * kUnits + l;
+            for (int64_t k = 0; k < H; ++k) dst[k * 4 * kUnits] = row[k];
+          }
+        }
+      }
+    });
+  }
+
+  // One step for rows [0, n):
+  //   h_prev   (n, H)   h_{t-1}; must not alias any output
+  //   gates    (n, 4H)  in: x_t·W_ihᵀ (i, f, g, o); out: activated gates if keep_gates
+  //   bias     (4H)     b_ih + b_hh; may be null
+  //   c        (n, H)   in: c_{t-1}; out: c_t
+  //   h_out    (n, H)   h_t
+  //   h_copy   (n, H)   second destination of h_t; may be null
+  //   c_copy   (n, H)   second destination of c_t; may be null
+  void step(int64_t n, const float* h_prev, float* gates, const float* bias, float* c,
+            float* h_out, float* h_copy, float* c_copy, bool keep_gates) const {
+#if defined(CPU_CAPABILITY_AVX512)
+    const Args a{h_prev, gates, bias, c, h_out, h_copy, c_copy, keep_gates};
+    // Grain 1 with OpenMP's even split: thread i gets the same groups every
+    // step, so its weights stay in its cache.
+    at::parallel_for(0, groups_, 1, [&](int64_t g0, int64_t g1) {
+      for (int64_t g = g0; g < g1; ++g) {
+        for (int64_t r = 0; r < n; r += 4) {
+          switch (std::min<int64_t>(4, n - r)) {
+            case 1: rows<1>(a, g, r); break;
+            case 2: rows<2>(a, g, r); break;
+            case 3: rows<3>(a, g, r); break;
+            default: rows<4>(a, g, r); break;
+          }
+        }
+      }
+    });
+#else
+    (void)n, (void)h_prev, (void)gates, (void)bias, (void)c, (void)h_out, (void)h_copy,
+        (void)c_copy, (void)keep_gates;
+    TORCH_CHECK(false, "lstm_fused: the small-batch step needs AVX-512 code");
+#endif
+  }
+
+ private:
+  struct Args {
+    const float* h_prev;
+    float* gates;
+    const float* bias;
+    float* c;
+    float* h_out;
+    float* h_copy;
+    float* c_copy;
+    bool keep_gates;
+  };
+
+#if defined(CPU_CAPABILITY_AVX512)
+  // R batch rows from r0 for unit group g. With one or two rows there are too
+  // few accumulators to hide the FMA latency, so even and odd k go to separate
+  // sets, summed before the cell update (a fixed order: deterministic).
+  template <int R>
+  void rows(const Args& a, int64_t g, int64_t r0) const {
+    constexpr int S = R <= 2 ? 2 : 1;
+    const int64_t H = H_, G = 4 * H_, u = g * kUnits;
+    const float* wg = wp_.data_ptr<float>() + g * H * 4 * kUnits;
+    __m512 acc[S][R][4];
+    for (int r = 0; r < R; ++r) {
+      for (int q = 0; q < 4; ++q) {
+        __m512 v = _mm512_loadu_ps(a.gates + (r0 + r) * G + q * H + u);
+        if (a.bias) v = _mm512_add_ps(v, _mm512_loadu_ps(a.bias + q * H + u));
+        acc[0][r][q] = v;
+        if constexpr (S == 2) acc[1][r][q] = _mm512_setzero_ps();
+      }
+    }
+    const float* hp = a.h_prev + r0 * H;
+    int64_t k = 0;
+    for (; k + S <= H; k += S) {
+      for (int s = 0; s < S; ++s) {
+        const float* wk = wg + (k + s) * 4 * kUnits;
+        const __m512 w0 = _mm512_loadu_ps(wk), w1 = _mm512_loadu_ps(wk + 16),
+                     w2 = _mm512_loadu_ps(wk + 32), w3 = _mm512_loadu_ps(wk + 48);
+        for (int r = 0; r < R; ++r) {
+          const __m512 hb = _mm512_set1_ps(hp[r * H + k + s]);
+          acc[s][r][0] = _mm512_fmadd_ps(w0, hb, acc[s][r][0]);
+          acc[s][r][1] = _mm512_fmadd_ps(w1, hb, acc[s][r][1]);
+          acc[s][r][2] = _mm512_fmadd_ps(w2, hb, acc[s][r][2]);
+          acc[s][r][3] = _mm512_fmadd_ps(w3, hb, acc[s][r][3]);
+        }
+      }
+    }
+    for (; k < H; ++k) {  // H odd with two sets
+      const float* wk = wg + k * 4 * kUnits;
+      for (int r = 0; r < R; ++r) {
+        const __m512 hb = _mm512_set1_ps(hp[r * H + k]);
+        for (int q = 0; q < 4; ++q)
+          acc[0][r][q] = _mm512_fmadd_ps(_mm512_loadu_ps(wk + 16 * q), hb, acc[0][r][q]);
+      }
+    }
+    using V = at::vec::Vectorized<float>;
+    for (int r = 0; r < R; ++r) {
+      V pre[4];
+      for (int q = 0; q < 4; ++q) {
+        __m512 v = acc[0][r][q];
+        if constexpr (S == 2) v = _mm512_add_ps(v, acc[1][r][q]);
+        pre[q] = V(v);
+      }
+      const V i = Activations::vsigmoid(pre[0]), f = Activations::vsigmoid(pre[1]),
+              gg = Activations::vtanh(pre[2]), o = Activations::vsigmoid(pre[3]);
+      const int64_t row = r0 + r;
+      const V cn = f * V::loadu(a.c + row * H + u) + i * gg;
+      const V hn = o * Activations::vtanh(cn);
+      if (a.keep_gates) {
+        float* gr = a.gates + row * G + u;
+        i.store(gr);
+        f.store(gr + H);
+        gg.store(gr + 2 * H);
+        o.store(gr + 3 * H);
+      }
+      cn.store(a.c + row * H + u);
+      hn.store(a.h_out + row * H + u);
+      if (a.h_copy) hn.store(a.h_copy + row * H + u);
+      if (a.c_copy) cn.store(a.c_copy + row * H + u);
+    }
+  }
+#endif
+
+  int64_t H_, groups_;
+  at::Tensor wp_;
+};
+
+}  // namespace lstm_fused

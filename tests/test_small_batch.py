@@ -1,0 +1,58 @@
+"""The shapes that the CPU small-batch fused step runs (float32, at most 8 rows
+and 256 (row, unit) pairs, H a multiple of 16, no projection), against torch.nn.LSTM and a float64 run of
+it: padded and packed batches, both directions, with and without gradients."""
+import pytest
+import torch
+
+from conftest import assert_close_to_reference, make_pair
+from test_packed import run_packed
+
+DT = torch.float32
+
+
+def outputs_and_grads(model, x, hx, grad, dtype):
+    x = x.to(dtype).requires_grad_(grad)
+    hx = tuple(t.to(dtype).requires_grad_(grad) for t in hx)
+    with torch.set_grad_enabled(grad):
+        out, (h, c) = model(x, hx)
+    if not grad:
+        return [out, h, c]
+    w = torch.linspace(-1, 1, out.numel(), dtype=torch.float64).view(out.shape)
+    loss = (out.double() * w).sum() + h.double().sin().sum() + c.double().sum()
+    return [out, h, c] + list(torch.autograd.grad(loss, [x, *hx, *model.parameters()]))
+
+
+NAMES = ["output", "h_n", "c_n", "grad input", "grad h0", "grad c0"]
+
+
+@pytest.mark.parametrize("B", [1, 3, 4, 5, 8])
+@pytest.mark.parametrize("H", [16, 32])
+@pytest.mark.parametrize("bidirectional", [False, True])
+@pytest.mark.parametrize("grad", [False, True])
+def test_padded(B, H, bidirectional, grad):
+    D = 2 if bidirectional else 1
+    ref, ours, ref64 = make_pair(DT, input_size=7, hidden_size=H, bidirectional=bidirectional)
+    x = torch.randn(9, B, 7, dtype=torch.float64)
+    hx = (torch.randn(D, B, H, dtype=torch.float64), torch.randn(D, B, H, dtype=torch.float64))
+    got = outputs_and_grads(ours, x, hx, grad, DT)
+    theirs = outputs_and_grads(ref, x, hx, grad, DT)
+    want = outputs_and_grads(ref64, x, hx, grad, torch.float64)
+    names = NAMES + [n for n, _ in ours.named_parameters()]
+    for name, a, b, r in zip(names, got, theirs, want):
+        assert_close_to_reference(a, b, r, DT, name)
+
+
+@pytest.mark.parametrize("lengths,enforce_sorted", [([9, 9, 4, 1], True), ([3, 9, 1, 6, 6], False), ([2, 5, 5, 1, 9, 7, 3, 8], False)])
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_packed(lengths, enforce_sorted, bidirectional):
+    kw = dict(input_size=7, hidden_size=32, bidirectional=bidirectional)
+    ref, ours, ref64 = make_pair(DT, **kw)
+    B, T, D = len(lengths), max(lengths), 2 if bidirectional else 1
+    x = torch.randn(T, B, 7, dtype=torch.float64)
+    hx = (torch.randn(D, B, 32, dtype=torch.float64), torch.randn(D, B, 32, dtype=torch.float64))
+    got, _ = run_packed(ours, x, lengths, hx, DT, enforce_sorted)
+    theirs, _ = run_packed(ref, x, lengths, hx, DT, enforce_sorted)
+    want, _ = run_packed(ref64, x, lengths, hx, torch.float64, enforce_sorted)
+    names = NAMES + [n for n, _ in ours.named_parameters()]
+    for name, a, b, r in zip(names, got, theirs, want):
+        assert_close_to_reference(a, b, r, DT, name)
