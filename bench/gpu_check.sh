@@ -15,7 +15,11 @@
 # Logs go to $OUT (at most 8 files); a summary table is printed last. Every
 # stage runs under `timeout`, within an overall budget of GPU_CHECK_BUDGET_S
 # seconds (default 480): a stage that would not fit is skipped, not started.
+# GPU_CHECK_STAGES (space-separated, default all) picks the stages after the
+# build, for a short second run: build smoke pytest timing memcheck racecheck
+# bench_tool initcheck.
 #   OUT=/some/dir bash bench/gpu_check.sh
+#   OUT=/some/dir GPU_CHECK_STAGES="smoke timing" GPU_CHECK_BUDGET_S=300 bash bench/gpu_check.sh
 set -u
 cd "$(dirname "$0")/.."
 
@@ -30,11 +34,16 @@ WORK="$(mktemp -d /tmp/gpu_check_work.XXXXXX)"
 export PYTHONUNBUFFERED=1
 
 remaining() { echo $((BUDGET - ($(date +%s) - START))); }
+SELECTED=" build ${GPU_CHECK_STAGES:-smoke pytest timing memcheck racecheck bench_tool initcheck} "
 
 # stage NAME MAX_SECONDS LOG CMD...: runs CMD with its output appended to LOG.
 stage() {
   local name=$1 max=$2 log=$3
   shift 3
+  if [[ "$SELECTED" != *" $name "* ]]; then
+    STAGES+=("$(printf '%-12s %-28s %5s' "$name" "skipped: not selected" "-")")
+    return 98
+  fi
   local left
   left=$(remaining)
   local limit=$((max < left ? max : left))
@@ -179,7 +188,7 @@ if ((BUILD_OK)); then
   if "$PY" -c "import pytest_timeout" 2>/dev/null; then timeout_opt=(--timeout=120); fi
   stage pytest 210 "$OUT/pytest.log" "$PY" -m pytest -q -p no:cacheprovider -ra -o addopts="" \
     --durations=12 ${timeout_opt[@]+"${timeout_opt[@]}"} tests/test_cuda.py
-  PYTEST_SUMMARY=$(grep -E "(passed|failed|error|skipped)" "$OUT/pytest.log" | grep -E " in [0-9.]+s" | tail -1)
+  PYTEST_SUMMARY=$(grep -E "(passed|failed|error|skipped)" "$OUT/pytest.log" 2>/dev/null | grep -E " in [0-9.]+s" | tail -1)
   PYTEST_SUMMARY=${PYTEST_SUMMARY:-"no pytest summary line (see pytest.log)"}
 
   stage timing 120 "$OUT/bench.log" "$PY" bench/cuda_timing.py --csv "$OUT/bench.csv"
@@ -228,7 +237,7 @@ fi
     tail -15 "$OUT/build.log"
   else
     echo "pytest: $PYTEST_SUMMARY"
-    grep -E "^FAILED|^ERROR" "$OUT/pytest.log" | head -15
+    grep -E "^FAILED|^ERROR" "$OUT/pytest.log" 2>/dev/null | head -15
     grep -E "^SMOKE|^FAIL" "$OUT/smoke.log" 2>/dev/null | head -10
     if [[ -f "$OUT/sanitizer.log" ]]; then
       echo "sanitizers:"
