@@ -246,7 +246,7 @@ fi
     fi
     echo
     echo "timings (bench/cuda_timing.py):"
-    awk '/^device: /{on=1} /^=== timing:/{on=0} on' "$OUT/bench.log" | head -40
+    awk '/^device: /{on=1} /^=== timing:/{on=0} on' "$OUT/bench.log" 2>/dev/null | head -40
   fi
   echo
   echo "logs in $OUT: $(ls "$OUT" | grep -v env_and_summary.head | tr '\n' ' ')"
