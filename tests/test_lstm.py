@@ -161,9 +161,11 @@ def test_zero_length_matches_nn():
     assert got[0].shape == expected[0].shape
 
 
-def test_nan_propagates_like_nn():
-    ref, ours, _ = make_pair(torch.float32, input_size=3, hidden_size=5)
-    x = torch.randn(4, 2, 3)
+# (H, B): scalar tail only; the small-batch fused step; vectors and a tail; vectors
+@pytest.mark.parametrize("H,B", [(5, 2), (16, 2), (37, 2), (64, 8)])
+def test_nan_propagates_like_nn(H, B):
+    ref, ours, _ = make_pair(torch.float32, input_size=3, hidden_size=H)
+    x = torch.randn(4, B, 3)
     x[1, 0, 0] = float("nan")
     x[2, 1, 1] = float("inf")
     a = ours(x)[0]
