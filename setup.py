@@ -8,6 +8,7 @@ import glob
 import os
 import platform
 import shutil
+import subprocess
 
 from setuptools import find_packages, setup
 
@@ -69,7 +70,13 @@ def _openmp_flags():
     shares the libgomp torch has loaded (same soname), so one thread pool."""
     if platform.system() != "Linux" or "parallel backend: OpenMP" not in torch.__config__.parallel_info():
         return []
-    return ["-fopenmp"]
+    # clang's -fopenmp links LLVM's runtime: a second thread pool beside torch's libgomp
+    cxx = os.environ.get("CXX", "c++")
+    try:
+        version = subprocess.run([cxx, "--version"], capture_output=True, text=True, check=False).stdout
+    except OSError:
+        return []
+    return [] if "clang" in version.lower() else ["-fopenmp"]
 
 
 def _write_build_info():
