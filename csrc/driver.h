@@ -91,6 +91,33 @@ struct HasRecurrentGemm : std::false_type {};
 template <class PW>
 struct HasRecurrentGemm<PW, std::void_t<typename PW::RecurrentGemm>> : std::true_type {};
 
+// A policy may provide `static void mm_out(at::Tensor& out, const at::Tensor& a,
+// const at::Tensor& b)` for the large GEMMs (the input projection and the
+// gradients after the loop) to run them its own way.
+template <class PW, class = void>
+struct HasMmOut : std::false_type {};
+template <class PW>
+struct HasMmOut<PW, std::void_t<decltype(PW::mm_out(std::declval<at::Tensor&>(),
+                                                    std::declval<const at::Tensor&>(),
+                                                    std::declval<const at::Tensor&>()))>>
+    : std::true_type {};
+
+template <class PW>
+void large_mm_out(at::Tensor& out, const at::Tensor& a, const at::Tensor& b) {
+  if constexpr (HasMmOut<PW>::value) {
+    PW::mm_out(out, a, b);
+  } else {
+    at::mm_out(out, a, b);
+  }
+}
+
+template <class PW>
+at::Tensor large_mm(const at::Tensor& a, const at::Tensor& b) {
+  at::Tensor out = at::empty({a.size(0), b.size(1)}, a.options());
+  large_mm_out<PW>(out, a, b);
+  return out;
+}
+
 template <class PW>
 at::Tensor transposed(const at::Tensor& w) {
   if constexpr (WantsContiguousWeights<PW>::value) {
@@ -203,7 +230,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> layer_for
   at::Tensor gates = buffer<PW>({d.T, d.B, 4 * d.H}, opts);
   auto gflat = gates.view({d.T * d.B, 4 * d.H});
   // Tall enough that GEMM libraries amortise packing the transposed weight.
-  at::mm_out(gflat, input.reshape({d.T * d.B, d.I}), w_ih.t());
+  large_mm_out<PW>(gflat, input.reshape({d.T * d.B, d.I}), w_ih.t());
   const auto bias = b_ih.has_value() ? (*b_ih + *b_hh).contiguous() : at::Tensor();
   at::Tensor output = packed ? zeros<PW>({d.T, d.B, d.P}, opts) : buffer<PW>({d.T, d.B, d.P}, opts);
   // Zeroed when packed so that padded rows stay finite for the backward GEMMs.
@@ -306,9 +333,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> gradient_gemms(
   const at::Tensor hprev = previous_h<PW>(output, h0, n_active, reverse);
   at::Tensor grad_input = buffer<PW>({T, B, I}, input.options());
   auto grad_input_flat = grad_input.view({T * B, I});
-  at::mm_out(grad_input_flat, dflat, w_ih);
-  return {grad_input, at::mm(dflat.t(), input.reshape({T * B, I})),
-          at::mm(dflat.t(), hprev.view({T * B, P})),
+  large_mm_out<PW>(grad_input_flat, dflat, w_ih);
+  return {grad_input, large_mm<PW>(dflat.t(), input.reshape({T * B, I})),
+          large_mm<PW>(dflat.t(), hprev.view({T * B, P})),
           has_bias ? dflat.sum(0) : at::empty({0}, input.options())};
 }
 
@@ -391,7 +418,7 @@ layer_backward(const at::Tensor& grad_output, const at::Tensor& grad_hn, const a
   at::Tensor grad_w_hr = at::empty({0}, opts);
   if (d.proj()) {
     const auto hcell_all = g_all.narrow(2, 3 * d.H, d.H) * at::tanh(c_all);
-    grad_w_hr = at::mm(dhp_all.view({d.T * d.B, d.P}).t(), hcell_all.view({d.T * d.B, d.H}));
+    grad_w_hr = large_mm<PW>(dhp_all.view({d.T * d.B, d.P}).t(), hcell_all.view({d.T * d.B, d.H}));
   }
   return {grad_input, dh, dc, grad_w_ih, grad_w_hh, grad_bias, grad_w_hr};
 }

@@ -4,7 +4,10 @@
 // sequence instead of being repacked by every step's GEMM (~20% faster per
 // step at B = 8..64 on AVX-512 machines), and each step writes or accumulates
 // (beta = 1) straight into the caller's rows, with no temporary and no extra
-// pass. Torch builds that do not export MKL, and dtypes other than float, use
+// pass. bfloat16 and float16 run on a float copy of the weight: their products
+// are exact in float and the sums accumulate in float, as a 16-bit GEMM
+// accumulates, and the library's 16-bit GEMM repacks the weight every step
+// (~6x slower at B = 8). Torch builds that do not export MKL, and float64, use
 // the library GEMM on a contiguous wᵀ.
 #include <ATen/ATen.h>
 
@@ -32,17 +35,23 @@ class PackedStepGemm {
   // batch, a hint for the packing.
   PackedStepGemm(const at::Tensor& w, int64_t batch)
       : w_(w), n_(w.size(0)), k_(w.size(1)) {
-    if (!available() || w.scalar_type() != at::kFloat || batch <= 0 || n_ == 0 || k_ == 0) return;
+    const auto dtype = w.scalar_type();
+    if (!available() || batch <= 0 || n_ == 0 || k_ == 0 ||
+        (dtype != at::kFloat && dtype != at::kBFloat16 && dtype != at::kHalf)) {
+      return;
+    }
+    // The float weight that is packed; .to() keeps a transposed view's strides.
+    const at::Tensor wf = dtype == at::kFloat ? w : w.to(at::kFloat);
     // op(B) = wᵀ (K, N). Row-major w (N, K) is B stored transposed; a w whose
     // transpose is contiguous is B itself.
-    const bool row_major = w.stride(1) == 1 && w.stride(0) == k_;
-    const bool col_major = w.stride(0) == 1 && w.stride(1) == n_;
-    if (!row_major && !col_major) w_ = w.contiguous();
+    const bool row_major = wf.stride(1) == 1 && wf.stride(0) == k_;
+    const bool col_major = wf.stride(0) == 1 && wf.stride(1) == n_;
+    const at::Tensor src = row_major || col_major ? wf : wf.contiguous();
     const bool trans = !col_major || row_major;
     const auto bytes = cblas_sgemm_pack_get_size(kBMatrix, int(batch), int(n_), int(k_));
     packed_ = at::empty({static_cast<int64_t>(bytes)}, w.options().dtype(at::kByte));
     cblas_sgemm_pack(kRowMajor, kBMatrix, trans ? kTrans : kNoTrans, int(batch), int(n_), int(k_),
-                     1.0f, w_.data_ptr<float>(), trans ? int(k_) : int(n_),
+                     1.0f, src.data_ptr<float>(), trans ? int(k_) : int(n_),
                      reinterpret_cast<float*>(packed_.data_ptr()));
   }
 
@@ -63,13 +72,28 @@ class PackedStepGemm {
 
   static bool rows_dense(const at::Tensor& t) { return t.dim() == 2 && t.stride(1) == 1; }
 
+  void compute(float* c, int64_t ldc, const float* a, int64_t lda, int64_t n, float beta) const {
+    cblas_sgemm_compute(kRowMajor, kNoTrans, kPacked, int(n), int(n_), int(k_), a, int(lda),
+                        reinterpret_cast<const float*>(packed_.data_ptr()), 0, beta, c, int(ldc));
+  }
+
   void run(const at::Tensor& c, const at::Tensor& a, int64_t n, float beta) {
     if (n == 0) return;
-    if (packed_.defined() && rows_dense(c) && rows_dense(a)) {
-      cblas_sgemm_compute(kRowMajor, kNoTrans, kPacked, int(n), int(n_), int(k_),
-                          a.data_ptr<float>(), int(a.stride(0)),
-                          reinterpret_cast<const float*>(packed_.data_ptr()), 0, beta,
-                          c.data_ptr<float>(), int(c.stride(0)));
+    if (packed_.defined() && c.scalar_type() == at::kFloat && rows_dense(c) && rows_dense(a)) {
+      compute(c.data_ptr<float>(), c.stride(0), a.data_ptr<float>(), a.stride(0), n, beta);
+      return;
+    }
+    if (packed_.defined() && c.scalar_type() != at::kFloat) {
+      // 16-bit rows: float in, float out, one rounding when stored.
+      const auto af = a.narrow(0, 0, n).to(at::kFloat).contiguous();
+      auto cf = at::empty({n, n_}, af.options());
+      compute(cf.data_ptr<float>(), n_, af.data_ptr<float>(), k_, n, 0.0f);
+      auto cn = c.narrow(0, 0, n);
+      if (beta == 0.0f) {
+        cn.copy_(cf);
+      } else {
+        cn.add_(cf);
+      }
       return;
     }
     auto cn = c.narrow(0, 0, n);
