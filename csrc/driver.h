@@ -80,11 +80,11 @@ template <class PW>
 struct WantsContiguousWeights<PW, std::void_t<decltype(PW::kContiguousTransposedWeights)>>
     : std::bool_constant<PW::kContiguousTransposedWeights> {};
 
-// A policy may provide `struct RecurrentGemm { RecurrentGemm(w, batch);
+// A policy may provide `struct RecurrentGemm { RecurrentGemm(w, batch, steps);
 // void accumulate(const at::Tensor& g, const at::Tensor& h, int64_t n);
 // void product(const at::Tensor& out, const at::Tensor& h, int64_t n); }`,
-// preparing w once per call and then adding h·wᵀ into g, or writing it to out,
-// at every step. g, h and out hold the whole batch; only their first n rows
+// preparing w once per call (when the call has steps enough to repay it) and
+// then adding h·wᵀ into g, or writing it to out, at every step. g, h and out hold the whole batch; only their first n rows
 // (the running sequences) are read as h and written.
 template <class PW, class = void>
 struct HasRecurrentGemm : std::false_type {};
@@ -132,7 +132,7 @@ at::Tensor transposed(const at::Tensor& w) {
 template <class PW, bool = HasRecurrentGemm<PW>::value>
 struct StepGemm {
   at::Tensor w_t;
-  StepGemm(const at::Tensor& w, int64_t /*batch*/) : w_t(transposed<PW>(w)) {}
+  StepGemm(const at::Tensor& w, int64_t /*batch*/, int64_t /*steps*/) : w_t(transposed<PW>(w)) {}
   void accumulate(const at::Tensor& g, const at::Tensor& h, int64_t n) const {
     rows(g, n).addmm_(rows(h, n), w_t);
   }
@@ -146,14 +146,14 @@ struct StepGemm<PW, true> : PW::RecurrentGemm {
   using PW::RecurrentGemm::RecurrentGemm;
 };
 
-// A policy may provide `struct FusedStep { static bool usable(B, H, proj, dtype);
+// A policy may provide `struct FusedStep { static bool usable(T, B, H, proj, dtype);
 // explicit FusedStep(w_hh); void step(n, h_prev, gates, bias, c, h_out, h_copy,
 // c_copy, keep_gates) const; }` (float pointers): the recurrent GEMM and the
 // pointwise pass of a layer step in one, for the shapes it declares usable.
 template <class PW, class = void>
 struct FusedStepOf {
   struct None {
-    static bool usable(int64_t, int64_t, bool, at::ScalarType) { return false; }
+    static bool usable(int64_t, int64_t, int64_t, bool, at::ScalarType) { return false; }
     explicit None(const at::Tensor&) {}
     void step(int64_t, const float*, float*, const float*, float*, float*, float*, float*,
               bool) const {}
@@ -241,7 +241,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> layer_for
   auto c = c0.contiguous().clone();
   at::Tensor hcell = d.proj() ? buffer<PW>({d.B, d.H}, opts) : at::Tensor();
   using Fused = typename FusedStepOf<PW>::type;
-  if (Fused::usable(d.B, d.H, d.proj(), input.scalar_type())) {
+  if (Fused::usable(d.T, d.B, d.H, d.proj(), input.scalar_type())) {
     // h_{t-1} is read from the previous step's output rows, which the step
     // does not write, or from h0 for rows that start at this step (all at the
     // first step; the shorter sequences of a reversed packed batch later on).
@@ -271,7 +271,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> layer_for
     return {output, h, c, kept_if(need_grad, gates, opts), kept_if(need_grad, cells, opts)};
   }
 
-  StepGemm<PW> step_gemm(w_hh, d.B);
+  StepGemm<PW> step_gemm(w_hh, d.B, d.T);
   const at::Tensor w_hr_t = d.proj() ? transposed<PW>(*w_hr) : at::Tensor();
 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, input.scalar_type(), "lstm_layer", [&] {
@@ -372,7 +372,7 @@ layer_backward(const at::Tensor& grad_output, const at::Tensor& grad_hn, const a
   at::Tensor dhcell = d.proj() ? buffer<PW>({d.B, d.H}, opts) : at::Tensor();
 
   // dL/dh_{t-1} = dgates_t · W_hh = dgates_t · (W_hhᵀ)ᵀ
-  StepGemm<PW> back_gemm(w_hh.t(), d.B);
+  StepGemm<PW> back_gemm(w_hh.t(), d.B, d.T);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, input.scalar_type(), "lstm_layer_backward", [&] {
     for (int64_t s = d.T - 1; s >= 0; --s) {
       const int64_t t = reverse ? d.T - 1 - s : s;

@@ -1,6 +1,7 @@
 """The shapes that the CPU small-batch fused step runs (float32, at most 8 rows
-and 256 (row, unit) pairs, H a multiple of 16, no projection), against torch.nn.LSTM and a float64 run of
-it: padded and packed batches, both directions, with and without gradients."""
+and 256 (row, unit) pairs, H a multiple of 16, no projection, 16 steps or more),
+against torch.nn.LSTM and a float64 run of it: padded and packed batches, both
+directions, with and without gradients."""
 import pytest
 import torch
 
@@ -32,7 +33,7 @@ NAMES = ["output", "h_n", "c_n", "grad input", "grad h0", "grad c0"]
 def test_padded(B, H, bidirectional, grad):
     D = 2 if bidirectional else 1
     ref, ours, ref64 = make_pair(DT, input_size=7, hidden_size=H, bidirectional=bidirectional)
-    x = torch.randn(9, B, 7, dtype=torch.float64)
+    x = torch.randn(20, B, 7, dtype=torch.float64)
     hx = (torch.randn(D, B, H, dtype=torch.float64), torch.randn(D, B, H, dtype=torch.float64))
     got = outputs_and_grads(ours, x, hx, grad, DT)
     theirs = outputs_and_grads(ref, x, hx, grad, DT)
@@ -42,7 +43,7 @@ def test_padded(B, H, bidirectional, grad):
         assert_close_to_reference(a, b, r, DT, name)
 
 
-@pytest.mark.parametrize("lengths,enforce_sorted", [([9, 9, 4, 1], True), ([3, 9, 1, 6, 6], False), ([2, 5, 5, 1, 9, 7, 3, 8], False)])
+@pytest.mark.parametrize("lengths,enforce_sorted", [([19, 19, 4, 1], True), ([3, 19, 1, 16, 6], False), ([2, 5, 5, 1, 19, 17, 3, 8], False)])
 @pytest.mark.parametrize("bidirectional", [False, True])
 def test_packed(lengths, enforce_sorted, bidirectional):
     kw = dict(input_size=7, hidden_size=32, bidirectional=bidirectional)

@@ -32,37 +32,27 @@ class SmallBatchStep {
   // 2 threads: B = 1 wins by 1.6x at H = 128 and 1.25x at H = 256, ties at 384;
   // B = 2 wins at H = 128 and loses from H = 256 on.
   static constexpr int64_t kMaxPairs = 256;
+  // Re-laying W_hh out costs about as much as 10-15 library steps at B = 1:
+  // from T = 16 on the fused steps repay it (B = 1, H = 256).
+  static constexpr int64_t kMinSteps = 16;
 
   // Whether a layer runs on this kernel: float with AVX-512 code, no
-  // projection, H a multiple of 16 and at most kMaxPairs (row, unit) pairs.
-  static bool usable(int64_t B, int64_t H, bool proj, at::ScalarType dtype) {
+  // projection, H a multiple of 16, at most kMaxPairs (row, unit) pairs and
+  // at least kMinSteps steps.
+  static bool usable(int64_t T, int64_t B, int64_t H, bool proj, at::ScalarType dtype) {
 #if defined(CPU_CAPABILITY_AVX512)
     return dtype == at::kFloat && !proj && B >= 1 && B <= kMaxBatch && H > 0 &&
-           H % kUnits == 0 && B * H <= kMaxPairs;
+           H % kUnits == 0 && B * H <= kMaxPairs && T >= kMinSteps;
 #else
-    (void)B, (void)H, (void)proj, (void)dtype;
+    (void)T, (void)B, (void)H, (void)proj, (void)dtype;
     return false;
 #endif
   }
 
   // w_hh (4H, H), any strides.
   explicit SmallBatchStep(const at::Tensor& w_hh) : H_(w_hh.size(1)), groups_(H_ / kUnits) {
-    const auto w = w_hh.contiguous();
-    wp_ = at::empty({groups_ * H_ * 4 * kUnits}, w.options());
-    const float* W = w.data_ptr<float>();
-    float* P = wp_.data_ptr<float>();
-    const int64_t H = H_;
-    at::parallel_for(0, groups_, 1, [&](int64_t g0, int64_t g1) {
-      for (int64_t g = g0; g < g1; ++g) {
-        for (int64_t q = 0; q < 4; ++q) {
-          for (int64_t l = 0; l < kUnits; ++l) {
-            const float* row = W + (q * H + g * kUnits + l) * H;
-            float* dst = P + (g * H * 4 + q) * kUnits + l;
-            for (int64_t k = 0; k < H; ++k) dst[k * 4 * kUnits] = row[k];
-          }
-        }
-      }
-    });
+    // (4, groups, 16, H) -> (groups, H, 4, 16): ATen's blocked copy
+    wp_ = w_hh.contiguous().view({4, groups_, kUnits, H_}).permute({1, 3, 0, 2}).contiguous();
   }
 
   // One step for rows [0, n):
