@@ -92,8 +92,8 @@ def _sources(pattern):
 
 def extension():
     version_define = f'-DLSTM_FUSED_TORCH_VERSION="{torch.__version__}"'
-    cxx = ["-O3", version_define] + _x86_flags() + _openmp_flags()
     link = _openmp_flags()
+    cxx = ["-O3", version_define] + _x86_flags() + link
     sources = _sources("*.cpp") + _sources("cpu/*.cpp")
     if not WITH_CUDA:
         return CppExtension("lstm_fused._C", sources, extra_compile_args={"cxx": cxx},

@@ -84,8 +84,9 @@ struct WantsContiguousWeights<PW, std::void_t<decltype(PW::kContiguousTransposed
 // void accumulate(const at::Tensor& g, const at::Tensor& h, int64_t n);
 // void product(const at::Tensor& out, const at::Tensor& h, int64_t n); }`,
 // preparing w once per call (when the call has steps enough to repay it) and
-// then adding h·wᵀ into g, or writing it to out, at every step. g, h and out hold the whole batch; only their first n rows
-// (the running sequences) are read as h and written.
+// then adding h·wᵀ into g, or writing it to out, at every step. g, h and out
+// hold the whole batch; only their first n rows (the running sequences) are
+// read as h and written.
 template <class PW, class = void>
 struct HasRecurrentGemm : std::false_type {};
 template <class PW>
@@ -151,19 +152,9 @@ struct StepGemm<PW, true> : PW::RecurrentGemm {
 // c_copy, keep_gates) const; }` (float pointers): the recurrent GEMM and the
 // pointwise pass of a layer step in one, for the shapes it declares usable.
 template <class PW, class = void>
-struct FusedStepOf {
-  struct None {
-    static bool usable(int64_t, int64_t, int64_t, bool, at::ScalarType) { return false; }
-    explicit None(const at::Tensor&) {}
-    void step(int64_t, const float*, float*, const float*, float*, float*, float*, float*,
-              bool) const {}
-  };
-  using type = None;
-};
+struct HasFusedStep : std::false_type {};
 template <class PW>
-struct FusedStepOf<PW, std::void_t<typename PW::FusedStep>> {
-  using type = typename PW::FusedStep;
-};
+struct HasFusedStep<PW, std::void_t<typename PW::FusedStep>> : std::true_type {};
 
 template <class PW>
 std::tuple<at::Tensor, at::Tensor, at::Tensor> cell_forward(
@@ -240,35 +231,37 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> layer_for
   auto h = h0.contiguous().clone();
   auto c = c0.contiguous().clone();
   at::Tensor hcell = d.proj() ? buffer<PW>({d.B, d.H}, opts) : at::Tensor();
-  using Fused = typename FusedStepOf<PW>::type;
-  if (Fused::usable(d.T, d.B, d.H, d.proj(), input.scalar_type())) {
-    // h_{t-1} is read from the previous step's output rows, which the step
-    // does not write, or from h0 for rows that start at this step (all at the
-    // first step; the shorter sequences of a reversed packed batch later on).
-    const Fused fused(w_hh);
-    const auto h0c = h0.contiguous();
-    at::Tensor starting;  // previous output rows, then h0 rows, when some rows start
-    float* out = output.data_ptr<float>();
-    float* gt = gates.data_ptr<float>();
-    float* ct = need_grad ? cells.data_ptr<float>() : nullptr;
-    const int64_t BH = d.B * d.H;
-    for (int64_t s = 0; s < d.T; ++s) {
-      const int64_t t = reverse ? d.T - 1 - s : s;
-      const int64_t n = n_active[t];
-      if (n == 0) continue;
-      const int64_t tp = reverse ? t + 1 : t - 1;
-      const int64_t m = s == 0 ? 0 : std::min(n, n_active[tp]);
-      const float* h_prev = m == 0 ? h0c.data_ptr<float>() : out + tp * BH;
-      if (m > 0 && m < n) {
-        if (!starting.defined()) starting = at::empty({d.B, d.H}, opts);
-        starting.narrow(0, 0, m).copy_(output[tp].narrow(0, 0, m));
-        starting.narrow(0, m, n - m).copy_(h0c.narrow(0, m, n - m));
-        h_prev = starting.data_ptr<float>();
+  if constexpr (HasFusedStep<PW>::value) {
+    using Fused = typename PW::FusedStep;
+    if (Fused::usable(d.T, d.B, d.H, d.proj(), input.scalar_type())) {
+      // h_{t-1} is read from the previous step's output rows, which the step
+      // does not write, or from h0 for rows that start at this step (all at the
+      // first step; the shorter sequences of a reversed packed batch later on).
+      const Fused fused(w_hh);
+      const auto h0c = h0.contiguous();
+      at::Tensor starting;  // previous output rows, then h0 rows, when some rows start
+      float* out = output.data_ptr<float>();
+      float* gt = gates.data_ptr<float>();
+      float* ct = need_grad ? cells.data_ptr<float>() : nullptr;
+      const int64_t BH = d.B * d.H;
+      for (int64_t s = 0; s < d.T; ++s) {
+        const int64_t t = reverse ? d.T - 1 - s : s;
+        const int64_t n = n_active[t];
+        if (n == 0) continue;
+        const int64_t tp = reverse ? t + 1 : t - 1;
+        const int64_t m = s == 0 ? 0 : std::min(n, n_active[tp]);
+        const float* h_prev = m == 0 ? h0c.data_ptr<float>() : out + tp * BH;
+        if (m > 0 && m < n) {
+          if (!starting.defined()) starting = at::empty({d.B, d.H}, opts);
+          starting.narrow(0, 0, m).copy_(output[tp].narrow(0, 0, m));
+          starting.narrow(0, m, n - m).copy_(h0c.narrow(0, m, n - m));
+          h_prev = starting.data_ptr<float>();
+        }
+        fused.step(n, h_prev, gt + t * 4 * BH, ptr_or_null<float>(bias), c.data_ptr<float>(),
+                   h.data_ptr<float>(), out + t * BH, ct ? ct + t * BH : nullptr, need_grad);
       }
-      fused.step(n, h_prev, gt + t * 4 * BH, ptr_or_null<float>(bias), c.data_ptr<float>(),
-                 h.data_ptr<float>(), out + t * BH, ct ? ct + t * BH : nullptr, need_grad);
+      return {output, h, c, kept_if(need_grad, gates, opts), kept_if(need_grad, cells, opts)};
     }
-    return {output, h, c, kept_if(need_grad, gates, opts), kept_if(need_grad, cells, opts)};
   }
 
   StepGemm<PW> step_gemm(w_hh, d.B, d.T);

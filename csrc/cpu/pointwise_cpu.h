@@ -123,7 +123,6 @@ struct CpuPointwise {
     });
   }
 
- private:
   // Vectors of the math type (float for the 16-bit types), loaded from and
   // stored to the tensor's own type.
   template <typename scalar_t>
@@ -149,6 +148,31 @@ struct CpuPointwise {
     }
   }
 
+  // The cell update of one vector of units from their pre-activations (i, f,
+  // g, o): the activated gates to g (gate q at g + q·H; none when g is null),
+  // c_t and h_t to their destinations (the copies may be null). Every pointer
+  // starts at the vector's first unit.
+  template <typename scalar_t>
+  static void cell_update(int64_t H, const MathVec<scalar_t> (&pre)[4], scalar_t* g,
+                          const scalar_t* c_prev, scalar_t* c_out, scalar_t* h_out,
+                          scalar_t* h_copy, scalar_t* c_copy) {
+    using V = MathVec<scalar_t>;
+    const V i = vsigmoid(pre[0]), f = vsigmoid(pre[1]), gg = vtanh(pre[2]), o = vsigmoid(pre[3]);
+    const V cn = f * vload(c_prev) + i * gg;
+    const V hn = o * vtanh(cn);
+    if (g) {
+      vstore(i, g);
+      vstore(f, g + H);
+      vstore(gg, g + 2 * H);
+      vstore(o, g + 3 * H);
+    }
+    vstore(cn, c_out);
+    vstore(hn, h_out);
+    if (h_copy) vstore(hn, h_copy);
+    if (c_copy) vstore(cn, c_copy);
+  }
+
+ private:
   template <typename scalar_t>
   static void forward_row(int64_t H, scalar_t* g, const scalar_t* b_ih, const scalar_t* b_hh,
                           const scalar_t* c_prev, scalar_t* c_out, scalar_t* h_out,
@@ -164,17 +188,8 @@ struct CpuPointwise {
         if (b_ih) pre[k] = pre[k] + vload(b_ih + k * H + u);
         if (b_hh) pre[k] = pre[k] + vload(b_hh + k * H + u);
       }
-      const V i = vsigmoid(pre[0]), f = vsigmoid(pre[1]), gg = vtanh(pre[2]), o = vsigmoid(pre[3]);
-      const V cn = f * vload(c_prev + u) + i * gg;
-      const V hn = o * vtanh(cn);
-      vstore(i, g + u);
-      vstore(f, g + H + u);
-      vstore(gg, g + 2 * H + u);
-      vstore(o, g + 3 * H + u);
-      vstore(cn, c_out + u);
-      vstore(hn, h_out + u);
-      if (h_copy) vstore(hn, h_copy + u);
-      if (c_copy) vstore(cn, c_copy + u);
+      cell_update(H, pre, g + u, c_prev + u, c_out + u, h_out + u, h_copy ? h_copy + u : nullptr,
+                  c_copy ? c_copy + u : nullptr);
     }
     for (; u < H; ++u) {
       acc_t pre[4];

@@ -150,22 +150,11 @@ class SmallBatchStep {
         if constexpr (S == 2) v = _mm512_add_ps(v, acc[1][r][q]);
         pre[q] = V(v);
       }
-      const V i = Activations::vsigmoid(pre[0]), f = Activations::vsigmoid(pre[1]),
-              gg = Activations::vtanh(pre[2]), o = Activations::vsigmoid(pre[3]);
-      const int64_t row = r0 + r;
-      const V cn = f * V::loadu(a.c + row * H + u) + i * gg;
-      const V hn = o * Activations::vtanh(cn);
-      if (a.keep_gates) {
-        float* gr = a.gates + row * G + u;
-        i.store(gr);
-        f.store(gr + H);
-        gg.store(gr + 2 * H);
-        o.store(gr + 3 * H);
-      }
-      cn.store(a.c + row * H + u);
-      hn.store(a.h_out + row * H + u);
-      if (a.h_copy) hn.store(a.h_copy + row * H + u);
-      if (a.c_copy) cn.store(a.c_copy + row * H + u);
+      const int64_t off = (r0 + r) * H + u;
+      Activations::cell_update(H, pre, a.keep_gates ? a.gates + (r0 + r) * G + u : nullptr,
+                               a.c + off, a.c + off, a.h_out + off,
+                               a.h_copy ? a.h_copy + off : nullptr,
+                               a.c_copy ? a.c_copy + off : nullptr);
     }
   }
 #endif
