@@ -64,6 +64,21 @@ bool tensor_core_dtype(at::ScalarType st) {
   return st == at::kFloat || st == at::kHalf || st == at::kBFloat16;
 }
 
+// f(S{}) with S the element type of a tensor-core dtype (float, c10::Half,
+// c10::BFloat16); the callers have checked tensor_core_dtype.
+template <class F>
+auto with_tensor_core_type(at::ScalarType st, F&& f) {
+  switch (st) {
+    case at::kHalf:
+      return f(c10::Half{});
+    case at::kBFloat16:
+      return f(c10::BFloat16{});
+    default:
+      TORCH_INTERNAL_ASSERT(st == at::kFloat, "lstm_fused: not a tensor-core dtype: ", st);
+      return f(float{});
+  }
+}
+
 cuda::MmaMode mode_for(at::ScalarType st) {
   switch (st) {
     case at::kBFloat16:
@@ -126,17 +141,9 @@ std::tuple<Tensor, Tensor, Tensor> cell_forward_cuda(const Tensor& input, const 
   auto hy = buffer({d.B, d.H}, opts);
   auto cy = buffer({d.B, d.H}, opts);
   auto gates = need_gates ? buffer({d.B, 4 * d.H}, opts) : Tensor();
-  switch (st) {
-    case at::kFloat:
-      launch_cell<float>(x, h, c, wi, wh, bi, bh, hy, cy, gates, d);
-      break;
-    case at::kHalf:
-      launch_cell<c10::Half>(x, h, c, wi, wh, bi, bh, hy, cy, gates, d);
-      break;
-    default:
-      launch_cell<c10::BFloat16>(x, h, c, wi, wh, bi, bh, hy, cy, gates, d);
-      break;
-  }
+  with_tensor_core_type(st, [&](auto tag) {
+    launch_cell<decltype(tag)>(x, h, c, wi, wh, bi, bh, hy, cy, gates, d);
+  });
   return {hy, cy, kept_if(need_gates, gates, opts)};
 }
 
@@ -194,23 +201,10 @@ std::optional<LayerOut> persistent_layer_forward(
   const auto wh = w_hh.contiguous();
   const auto h0c = h0.contiguous();
   const auto c0c = c0.contiguous();
-  cudaError_t err = cudaErrorInvalidValue;
-  switch (input.scalar_type()) {
-    case at::kFloat:
-      err = launch_forward<float>(plan, d, reverse, need_grad, wh, h0c, c0c, gates, output,
-                                  cells, h_n, c_n, staging);
-      break;
-    case at::kHalf:
-      err = launch_forward<c10::Half>(plan, d, reverse, need_grad, wh, h0c, c0c, gates, output,
-                                      cells, h_n, c_n, staging);
-      break;
-    case at::kBFloat16:
-      err = launch_forward<c10::BFloat16>(plan, d, reverse, need_grad, wh, h0c, c0c, gates,
-                                          output, cells, h_n, c_n, staging);
-      break;
-    default:
-      break;
-  }
+  const cudaError_t err = with_tensor_core_type(input.scalar_type(), [&](auto tag) {
+    return launch_forward<decltype(tag)>(plan, d, reverse, need_grad, wh, h0c, c0c, gates,
+                                         output, cells, h_n, c_n, staging);
+  });
   if (err != cudaSuccess) {
     note_fallback("forward", err);
     return std::nullopt;
@@ -274,23 +268,10 @@ std::optional<LayerGrads> persistent_layer_backward(
   const auto go = grad_output.contiguous();
   const auto ghn = grad_hn.contiguous();
   const auto gcn = grad_cn.contiguous();
-  cudaError_t err = cudaErrorInvalidValue;
-  switch (input.scalar_type()) {
-    case at::kFloat:
-      err = launch_backward<float>(plan, d, reverse, wh, g, c, c0c, go, ghn, gcn, dgates, grad_h0,
-                                   grad_c0, staging);
-      break;
-    case at::kHalf:
-      err = launch_backward<c10::Half>(plan, d, reverse, wh, g, c, c0c, go, ghn, gcn, dgates,
-                                       grad_h0, grad_c0, staging);
-      break;
-    case at::kBFloat16:
-      err = launch_backward<c10::BFloat16>(plan, d, reverse, wh, g, c, c0c, go, ghn, gcn, dgates,
-                                           grad_h0, grad_c0, staging);
-      break;
-    default:
-      break;
-  }
+  const cudaError_t err = with_tensor_core_type(input.scalar_type(), [&](auto tag) {
+    return launch_backward<decltype(tag)>(plan, d, reverse, wh, g, c, c0c, go, ghn, gcn, dgates,
+                                          grad_h0, grad_c0, staging);
+  });
   if (err != cudaSuccess) {
     note_fallback("backward", err);
     return std::nullopt;
