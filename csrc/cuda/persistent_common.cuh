@@ -140,6 +140,16 @@ const void* forward_kernel(MmaMode mode, int ntcm);
 const void* backward_kernel(MmaMode mode, int ntcm);
 inline int ntc_bound(int ntc) { return ntc <= kNTCSmall ? kNTCSmall : kNTC; }
 
+// A plan that is not ok: no persistent launch for this (mode, direction, B, H).
+inline PersistentPlan no_plan(MmaMode mode, bool backward, int B, int H) {
+  PersistentPlan p;
+  p.mode = static_cast<int>(mode);
+  p.backward = backward;
+  p.B = B;
+  p.H = H;
+  return p;
+}
+
 // The launch shape for (mode, direction, B, H) on a device with `sms`
 // multiprocessors and `smem_limit` bytes of dynamic shared memory per block;
 // per_sm(ntcm, smem) says how many blocks of the kernel instance for n-tile
@@ -148,11 +158,7 @@ inline int ntc_bound(int ntc) { return ntc <= kNTCSmall ? kNTCSmall : kNTC; }
 template <class PerSm>
 PersistentPlan plan_shape(MmaMode mode, bool backward, int B, int H, int sms,
                           size_t smem_limit, PerSm&& per_sm) {
-  PersistentPlan p;
-  p.mode = static_cast<int>(mode);
-  p.backward = backward;
-  p.B = B;
-  p.H = H;
+  PersistentPlan p = no_plan(mode, backward, B, H);
   // Index arithmetic inside the kernels (B·Kpad, slot counts) stays in int.
   if (B < 1 || B > kMaxBatch || H < 1 || H > (1 << 20) || sms < 1) return p;
 

@@ -14,6 +14,7 @@ namespace cuda {
 namespace {
 
 using persistent::kThreads;
+using persistent::no_plan;
 
 struct DeviceFacts {
   bool ok = false;
@@ -81,12 +82,7 @@ PersistentPlan make_plan(int device, MmaMode mode, bool backward, int B, int H,
     return fit;
   };
   if (!f.ok) {
-    PersistentPlan p;
-    p.mode = static_cast<int>(mode);
-    p.backward = backward;
-    p.B = B;
-    p.H = H;
-    return p;
+    return no_plan(mode, backward, B, H);
   }
   return persistent::plan_shape(mode, backward, B, H, f.sms,
                                 static_cast<size_t>(f.optin_smem), per_sm);
@@ -109,12 +105,7 @@ PersistentPlan plan_persistent(int device, MmaMode mode, bool backward, int B, i
   int current = -1;
   if (cudaGetDevice(&current) != cudaSuccess || current != device) {
     (void)cudaGetLastError();
-    PersistentPlan p;
-    p.mode = static_cast<int>(mode);
-    p.backward = backward;
-    p.B = B;
-    p.H = H;
-    return p;
+    return no_plan(mode, backward, B, H);
   }
   bool definitive = true;
   const PersistentPlan p = make_plan(device, mode, backward, B, H, &definitive);
