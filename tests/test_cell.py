@@ -27,7 +27,7 @@ def run_cell(model, x, hx, dtype):
     return [h, c] + list(torch.autograd.grad(loss, inputs + list(model.parameters())))
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16, torch.float16], ids=str)
 @pytest.mark.parametrize("I,H", [(1, 1), (7, 33), (33, 97), (256, 256)])
 @pytest.mark.parametrize("B", [1, 8])
 @pytest.mark.parametrize("bias", [True, False])

@@ -8,7 +8,7 @@ import torch
 import lstm_fused
 from conftest import assert_close_to_reference, make_pair
 
-DTYPES = [torch.float32, torch.float64, torch.bfloat16]
+DTYPES = [torch.float32, torch.float64, torch.bfloat16, torch.float16]
 
 
 def run(model, x, hx, dtype):
