@@ -186,7 +186,7 @@ if ((BUILD_OK)); then
 
   timeout_opt=()
   if "$PY" -c "import pytest_timeout" 2>/dev/null; then timeout_opt=(--timeout=120); fi
-  stage pytest 210 "$OUT/pytest.log" "$PY" -m pytest -q -p no:cacheprovider -ra -o addopts="" \
+  stage pytest 210 "$OUT/pytest.log" env LSTM_FUSED_REQUIRE_CUDA=1 "$PY" -m pytest -q -p no:cacheprovider -ra -o addopts="" \
     --durations=12 ${timeout_opt[@]+"${timeout_opt[@]}"} tests/test_cuda.py
   PYTEST_SUMMARY=$(grep -E "(passed|failed|error|skipped)" "$OUT/pytest.log" 2>/dev/null | grep -E " in [0-9.]+s" | tail -1)
   PYTEST_SUMMARY=${PYTEST_SUMMARY:-"no pytest summary line (see pytest.log)"}
