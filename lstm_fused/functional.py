@@ -47,7 +47,11 @@ def _autocast(tensors):
 
 
 def _needs_grad(*tensors):
-    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+    # Under torch.jit.trace the flag becomes a constant of the graph, and the
+    # trace's check re-runs under no_grad: it must not depend on the grad mode.
+    if not torch.is_grad_enabled() and not torch.jit.is_tracing():
+        return False
+    return any(t is not None and t.requires_grad for t in tensors)
 
 
 def lstm_cell(input, hx=None, w_ih=None, w_hh=None, b_ih=None, b_hh=None):

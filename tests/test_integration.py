@@ -94,6 +94,39 @@ def test_compile_inductor_cell():
     torch.testing.assert_close(compiled(x, h, c), step(x, h, c))
 
 
+@pytest.mark.filterwarnings("ignore::FutureWarning")  # torch.jit.trace is deprecated
+@pytest.mark.parametrize("trace_grad_mode", [True, False], ids=["grad", "no_grad"])
+def test_jit_trace(trace_grad_mode):
+    """A traced model gives nn.LSTM's outputs and gradients, and differentiates
+    even when traced under no_grad (the trace's own check runs under no_grad)."""
+    ref = torch.nn.LSTM(4, 5, num_layers=2, bidirectional=True)
+    ours = lstm_fused.LSTM(4, 5, num_layers=2, bidirectional=True)
+    ours.load_state_dict(ref.state_dict())
+    with torch.set_grad_enabled(trace_grad_mode):
+        traced = torch.jit.trace(ours, (torch.randn(6, 3, 4),))
+    x = torch.randn(6, 3, 4, requires_grad=True)
+    got, want = traced(x), ref(x)
+    torch.testing.assert_close(got, want)
+    got_g = torch.autograd.grad(got[0].sum() + got[1][1].sum(), [x] + list(ours.parameters()))
+    want_g = torch.autograd.grad(want[0].sum() + want[1][1].sum(), [x] + list(ref.parameters()))
+    torch.testing.assert_close(got_g, want_g)
+
+    ref_cell = torch.nn.LSTMCell(4, 5)
+    cell = lstm_fused.LSTMCell(4, 5)
+    cell.load_state_dict(ref_cell.state_dict())
+    hx = (torch.randn(3, 5), torch.randn(3, 5))
+    with torch.set_grad_enabled(trace_grad_mode):
+        traced_cell = torch.jit.trace(cell, (torch.randn(3, 4), hx))
+    torch.testing.assert_close(traced_cell(x[0], hx), ref_cell(x[0], hx))
+
+
+def test_export():
+    model = Tagger()
+    exported = torch.export.export(model, (torch.randn(2, 5, 6),))
+    x = torch.randn(2, 5, 6)
+    torch.testing.assert_close(exported.module()(x), model(x))
+
+
 def test_autocast_cpu_bfloat16():
     ref = torch.nn.LSTM(5, 7, num_layers=2)
     ours = lstm_fused.LSTM(5, 7, num_layers=2)
