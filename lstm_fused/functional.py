@@ -5,6 +5,7 @@ from typing import List, Optional, Sequence, Tuple
 import torch
 import torch.nn.functional as F
 
+from . import _reference
 from ._ops import ops
 from .errors import LSTMArgumentError
 
@@ -44,6 +45,13 @@ def _autocast(tensors):
         return tensors
     dtype = torch.get_autocast_dtype(device)
     return [t.to(dtype) if t is not None and t.is_floating_point() else t for t in tensors]
+
+
+def _under_func_transform():
+    """Inside torch.func transforms (grad, vjp, jacrev, jvp, vmap) the ops' C++
+    autograd cannot run: there the layer and the cell run as plain torch ops,
+    which every transform understands."""
+    return torch._C._are_functorch_transforms_active() and not torch.compiler.is_compiling()
 
 
 def _needs_grad(*tensors):
@@ -87,8 +95,11 @@ def _cell(input, hx, w_ih, w_hh, b_ih, b_hh):
         if not batched:
             h, c = h.unsqueeze(0), c.unsqueeze(0)
     x, h, c, w_ih, w_hh, b_ih, b_hh = _autocast([x, h, c, w_ih, w_hh, b_ih, b_hh])
-    need = _needs_grad(x, h, c, w_ih, w_hh, b_ih, b_hh)
-    hy, cy, _ = _cell_op(x, h, c, w_ih, w_hh, b_ih, b_hh, need)
+    if _under_func_transform():
+        hy, cy = _reference.cell(x, h, c, w_ih, w_hh, b_ih, b_hh)
+    else:
+        need = _needs_grad(x, h, c, w_ih, w_hh, b_ih, b_hh)
+        hy, cy, _ = _cell_op(x, h, c, w_ih, w_hh, b_ih, b_hh, need)
     if not batched:
         hy, cy = hy.squeeze(0), cy.squeeze(0)
     return hy, cy
@@ -229,6 +240,7 @@ def lstm(
     x, h0, c0 = _autocast([x, h0, c0])
     groups = [tuple(_autocast(list(g))) for g in groups]
     need = _needs_grad(x, h0, c0, *[w for g in groups for w in g])
+    layer_op = _reference_layer if _under_func_transform() else ops.lstm_layer
     h_n: List[torch.Tensor] = []
     c_n: List[torch.Tensor] = []
     layer_input = x
@@ -237,7 +249,7 @@ def lstm(
         for d in range(D):
             k = layer * D + d
             w_ih, w_hh, b_ih, b_hh, w_hr = groups[k]
-            out, h, c, _, _ = ops.lstm_layer(
+            out, h, c, _, _ = layer_op(
                 layer_input, h0[k], c0[k], w_ih, w_hh, b_ih, b_hh, w_hr, lengths, d == 1, need
             )
             outs.append(out)
@@ -256,3 +268,9 @@ def lstm(
     if batch_first:
         output = output.transpose(0, 1)
     return output, (hn, cn)
+
+
+def _reference_layer(input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths, reverse, need_grad):
+    """lstm_layer's signature and outputs (no gates or cells) in plain torch ops."""
+    out, h, c = _reference.layer(input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths, reverse)
+    return out, h, c, None, None
