@@ -1,6 +1,7 @@
-"""The LSTM in plain torch ops: an independent reference for tests on devices
-where torch.nn.LSTM itself takes other code paths. Same conventions as the ops
-(time-major, gates i, f, g, o; lengths: step t runs only where t < lengths)."""
+"""The LSTM in plain torch ops: what runs inside torch.func transforms (see
+functional.py), and a reference for tests on devices where torch.nn.LSTM itself
+takes other code paths. Same conventions as the ops (time-major, gates i, f, g,
+o; lengths: step t runs only where t < lengths)."""
 import torch
 
 
