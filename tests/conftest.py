@@ -45,6 +45,17 @@ def make_pair(dtype, **kw):
     return ref.to(dtype), ours.to(dtype), ref64
 
 
+def cell_pair(I, H, bias, dtype):
+    """torch.nn.LSTMCell and lstm_fused.LSTMCell in `dtype` with the same
+    weights, and torch.nn.LSTMCell in float64 with them too."""
+    ref = torch.nn.LSTMCell(I, H, bias=bias)
+    ours = lstm_fused.LSTMCell(I, H, bias=bias)
+    ours.load_state_dict(ref.state_dict())
+    ref64 = torch.nn.LSTMCell(I, H, bias=bias).double()
+    ref64.load_state_dict(ref.state_dict())
+    return ref.to(dtype), ours.to(dtype), ref64
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(1234)

@@ -4,18 +4,9 @@ import torch
 from torch.autograd import gradcheck, gradgradcheck
 
 import lstm_fused
-from conftest import assert_close_to_reference
+from conftest import assert_close_to_reference, cell_pair
 
 ops = torch.ops.lstm_fused
-
-
-def cell_pair(I, H, bias, dtype):
-    ref = torch.nn.LSTMCell(I, H, bias=bias)
-    ours = lstm_fused.LSTMCell(I, H, bias=bias)
-    ours.load_state_dict(ref.state_dict())
-    ref64 = torch.nn.LSTMCell(I, H, bias=bias).double()
-    ref64.load_state_dict(ref.state_dict())
-    return ref.to(dtype), ours.to(dtype), ref64
 
 
 def run_cell(model, x, hx, dtype):

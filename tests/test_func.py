@@ -5,20 +5,7 @@ import torch
 from torch.func import functional_call, grad, hessian, jacfwd, jacrev, vmap
 
 import lstm_fused
-
-
-def lstm_pair(dtype=torch.float64, **kw):
-    ref = torch.nn.LSTM(**kw)
-    ours = lstm_fused.LSTM(**kw)
-    ours.load_state_dict(ref.state_dict())
-    return ref.to(dtype), ours.to(dtype)
-
-
-def cell_pair(I, H, dtype=torch.float64):
-    ref = torch.nn.LSTMCell(I, H)
-    ours = lstm_fused.LSTMCell(I, H)
-    ours.load_state_dict(ref.state_dict())
-    return ref.to(dtype), ours.to(dtype)
+from conftest import cell_pair, make_pair
 
 
 def close(a, b):
@@ -31,7 +18,7 @@ def close(a, b):
     ids=["2layer_bidir", "proj", "batch_first_nobias"],
 )
 def test_grad_of_functional_call(kw):
-    ref, ours = lstm_pair(input_size=4, hidden_size=5, **kw)
+    ref, ours, _ = make_pair(torch.float64, input_size=4, hidden_size=5, **kw)
     x = torch.randn(3, 6, 4, dtype=torch.float64)
     w_out = torch.randn(6, 3, 1, dtype=torch.float64)
 
@@ -51,7 +38,7 @@ def test_grad_of_functional_call(kw):
 def test_per_sample_gradients():
     """vmap(grad): the per-sample gradients of private or meta-learning training
     (torch.nn.LSTM cannot run under vmap: the reference is a loop of autograd)."""
-    ref, ours = lstm_pair(input_size=4, hidden_size=5, batch_first=True)
+    ref, ours, _ = make_pair(torch.float64, input_size=4, hidden_size=5, batch_first=True)
     xs = torch.randn(5, 7, 4, dtype=torch.float64)  # 5 samples of 7 steps
     ys = torch.randn(5, 5, dtype=torch.float64)
 
@@ -72,7 +59,7 @@ def test_lengths_under_grad():
     """Per-sequence lengths (lstm_fused.lstm's lengths=, what a PackedSequence
     becomes) under torch.func.grad, against autograd of torch.nn.LSTM on the
     packed batch (packing itself does not run under torch.func)."""
-    ref, ours = lstm_pair(input_size=3, hidden_size=4)
+    ref, ours, _ = make_pair(torch.float64, input_size=3, hidden_size=4)
     x = torch.randn(6, 3, 3, dtype=torch.float64)
     lengths = torch.tensor([4, 6, 2])
     weights = [w.detach() for w in ours._flat_weights]
@@ -90,7 +77,7 @@ def test_lengths_under_grad():
 
 
 def test_cell_jacobians_and_hessian():
-    ref, ours = cell_pair(3, 4)
+    ref, ours, _ = cell_pair(3, 4, True, torch.float64)
     x = torch.randn(2, 3, dtype=torch.float64)
     hx = (torch.randn(2, 4, dtype=torch.float64), torch.randn(2, 4, dtype=torch.float64))
 
@@ -105,12 +92,12 @@ def test_cell_jacobians_and_hessian():
 
 def test_layer_jacfwd_matches_jacrev():
     """Forward mode over the whole sequence (torch.nn.LSTM's CPU kernel has none)."""
-    ref, ours = lstm_pair(input_size=3, hidden_size=4, num_layers=2)
+    ref, ours, _ = make_pair(torch.float64, input_size=3, hidden_size=4, num_layers=2)
     x = torch.randn(4, 2, 3, dtype=torch.float64)
     close(jacfwd(lambda x: ours(x)[0])(x), jacrev(lambda x: ref(x)[0])(x))
 
 
 def test_vmap_forward():
-    ref, ours = lstm_pair(torch.float32, input_size=4, hidden_size=5)
+    ref, ours, _ = make_pair(torch.float32, input_size=4, hidden_size=5)
     xs = torch.randn(3, 6, 2, 4)  # a vmapped dimension of 3 over (T, B, I) inputs
     torch.testing.assert_close(vmap(lambda x: ours(x)[0])(xs), torch.stack([ref(x)[0] for x in xs]))

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 import lstm_fused
+from conftest import cell_pair, make_pair
 
 ops = torch.ops.lstm_fused
 
@@ -99,9 +100,7 @@ def test_compile_inductor_cell():
 def test_jit_trace(trace_grad_mode):
     """A traced model gives nn.LSTM's outputs and gradients, and differentiates
     even when traced under no_grad (the trace's own check runs under no_grad)."""
-    ref = torch.nn.LSTM(4, 5, num_layers=2, bidirectional=True)
-    ours = lstm_fused.LSTM(4, 5, num_layers=2, bidirectional=True)
-    ours.load_state_dict(ref.state_dict())
+    ref, ours, _ = make_pair(torch.float32, input_size=4, hidden_size=5, num_layers=2, bidirectional=True)
     with torch.set_grad_enabled(trace_grad_mode):
         traced = torch.jit.trace(ours, (torch.randn(6, 3, 4),))
     x = torch.randn(6, 3, 4, requires_grad=True)
@@ -111,9 +110,7 @@ def test_jit_trace(trace_grad_mode):
     want_g = torch.autograd.grad(want[0].sum() + want[1][1].sum(), [x] + list(ref.parameters()))
     torch.testing.assert_close(got_g, want_g)
 
-    ref_cell = torch.nn.LSTMCell(4, 5)
-    cell = lstm_fused.LSTMCell(4, 5)
-    cell.load_state_dict(ref_cell.state_dict())
+    ref_cell, cell, _ = cell_pair(4, 5, True, torch.float32)
     hx = (torch.randn(3, 5), torch.randn(3, 5))
     with torch.set_grad_enabled(trace_grad_mode):
         traced_cell = torch.jit.trace(cell, (torch.randn(3, 4), hx))

@@ -9,6 +9,7 @@ import torch
 
 import lstm_fused
 from lstm_fused import _ops
+from conftest import cell_pair
 
 CONFIGS = [
     dict(input_size=5, hidden_size=7),
@@ -112,9 +113,7 @@ class _Double(torch.nn.Module):
 def test_cell_with_computed_weights(how):
     """Weights that are not plain parameters (parametrizations, weight norm) are
     read through the module's attributes, as nn.LSTMCell reads them."""
-    ref = torch.nn.LSTMCell(5, 7, bias=how != "no_bias")
-    ours = lstm_fused.LSTMCell(5, 7, bias=how != "no_bias")
-    ours.load_state_dict(ref.state_dict())
+    ref, ours, _ = cell_pair(5, 7, how != "no_bias", torch.float32)
     for m in (ref, ours):
         if how == "parametrize":
             torch.nn.utils.parametrize.register_parametrization(m, "weight_hh", _Double())
