@@ -68,6 +68,14 @@ def test_sequence_lengths(dtype, T):
     check(dtype, T=T, B=2, kw=dict(input_size=5, hidden_size=16), with_hx=True)
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_16bit_long_enough_to_pack(dtype, bidirectional):
+    """T·B >= 64 rows: the 16-bit per-step GEMM runs on the packed float weight
+    (the other 16-bit cases are too short to pack)."""
+    check(dtype, T=20, B=5, kw=dict(input_size=7, hidden_size=33, bidirectional=bidirectional), with_hx=True)
+
+
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("num_layers,bidirectional", [(1, False), (2, True)])
 def test_proj_size(dtype, num_layers, bidirectional):

@@ -58,6 +58,22 @@ def test_packed_matches_nn(dtype, lengths, enforce_sorted, kw, with_hx):
         assert_close_to_reference(a, b, r, dtype, name)
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
+def test_packed_16bit_long_enough_to_pack(dtype):
+    """T·B >= 64 rows in 16 bits: the packed float weight serves steps where
+    only some of the batch still runs."""
+    lengths = [20, 17, 9, 3, 1]
+    ref, ours, ref64 = make_pair(dtype, input_size=5, hidden_size=8, bidirectional=True)
+    x = torch.randn(20, 5, 5, dtype=torch.float64)
+    hx = (torch.randn(2, 5, 8, dtype=torch.float64), torch.randn(2, 5, 8, dtype=torch.float64))
+    got, _ = run_packed(ours, x, lengths, hx, dtype, True)
+    theirs, _ = run_packed(ref, x, lengths, hx, dtype, True)
+    want, _ = run_packed(ref64, x, lengths, hx, torch.float64, True)
+    labels = ["output", "h_n", "c_n", "grad input", "grad h0", "grad c0"] + [n for n, _ in ours.named_parameters()]
+    for name, a, b, r in zip(labels, got, theirs, want):
+        assert_close_to_reference(a, b, r, dtype, name)
+
+
 def test_functional_lengths_match_packed():
     m = lstm_fused.LSTM(3, 5, bidirectional=True).double()
     weights = [getattr(m, n) for n in m._flat_weights_names]
