@@ -119,8 +119,8 @@ class SmallBatchStep {
       }
     }
     const float* hp = a.h_prev + r0 * H;
-    int64_t k = 0;
-    for (; k + S <= H; k += S) {
+    // H is a multiple of kUnits (usable()), so S divides it: no k is left over.
+    for (int64_t k = 0; k < H; k += S) {
       for (int s = 0; s < S; ++s) {
         const float* wk = wg + (k + s) * 4 * kUnits;
         const __m512 w0 = _mm512_loadu_ps(wk), w1 = _mm512_loadu_ps(wk + 16),
@@ -132,14 +132,6 @@ class SmallBatchStep {
           acc[s][r][2] = _mm512_fmadd_ps(w2, hb, acc[s][r][2]);
           acc[s][r][3] = _mm512_fmadd_ps(w3, hb, acc[s][r][3]);
         }
-      }
-    }
-    for (; k < H; ++k) {  // H odd with two sets
-      const float* wk = wg + k * 4 * kUnits;
-      for (int r = 0; r < R; ++r) {
-        const __m512 hb = _mm512_set1_ps(hp[r * H + k]);
-        for (int q = 0; q < 4; ++q)
-          acc[0][r][q] = _mm512_fmadd_ps(_mm512_loadu_ps(wk + 16 * q), hb, acc[0][r][q]);
       }
     }
     using V = at::vec::Vectorized<float>;
