@@ -53,6 +53,11 @@ class PackedStepGemm {
     cblas_sgemm_pack(kRowMajor, kBMatrix, trans ? kTrans : kNoTrans, int(batch), int(n_), int(k_),
                      1.0f, src.data_ptr<float>(), trans ? int(k_) : int(n_),
                      reinterpret_cast<float*>(packed_.data_ptr()));
+    if (dtype != at::kFloat) {
+      // The float rows of 16-bit steps, allocated once for the whole sequence.
+      a_f_ = at::empty({batch, k_}, wf.options());
+      c_f_ = at::empty({batch, n_}, wf.options());
+    }
   }
 
   // g[:n] (N wide) += h[:n] (K wide) · wᵀ; g and h hold the whole batch.
@@ -85,8 +90,9 @@ class PackedStepGemm {
     }
     if (packed_.defined() && c.scalar_type() != at::kFloat) {
       // 16-bit rows: float in, float out, one rounding when stored.
-      const auto af = a.narrow(0, 0, n).to(at::kFloat).contiguous();
-      auto cf = at::empty({n, n_}, af.options());
+      auto af = a_f_.narrow(0, 0, n);
+      af.copy_(a.narrow(0, 0, n));
+      const auto cf = c_f_.narrow(0, 0, n);
       compute(cf.data_ptr<float>(), n_, af.data_ptr<float>(), k_, n, 0.0f);
       auto cn = c.narrow(0, 0, n);
       if (beta == 0.0f) {
@@ -115,7 +121,7 @@ class PackedStepGemm {
     return w_t_;
   }
 
-  at::Tensor w_, w_t_, packed_;
+  at::Tensor w_, w_t_, packed_, a_f_, c_f_;
   int64_t n_, k_;
   bool prepare_;
 };
