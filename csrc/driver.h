@@ -7,6 +7,7 @@
 #include <ATen/Dispatch.h>
 
 #include <cstdlib>
+#include <memory>
 #include <limits>
 #include <tuple>
 #include <type_traits>
@@ -80,18 +81,6 @@ template <class PW>
 struct WantsContiguousWeights<PW, std::void_t<decltype(PW::kContiguousTransposedWeights)>>
     : std::bool_constant<PW::kContiguousTransposedWeights> {};
 
-// A policy may provide `struct RecurrentGemm { RecurrentGemm(w, batch, steps);
-// void accumulate(const at::Tensor& g, const at::Tensor& h, int64_t n);
-// void product(const at::Tensor& out, const at::Tensor& h, int64_t n); }`,
-// preparing w once per call (when the call has steps enough to repay it) and
-// then adding h·wᵀ into g, or writing it to out, at every step. g, h and out
-// hold the whole batch; only their first n rows (the running sequences) are
-// read as h and written.
-template <class PW, class = void>
-struct HasRecurrentGemm : std::false_type {};
-template <class PW>
-struct HasRecurrentGemm<PW, std::void_t<typename PW::RecurrentGemm>> : std::true_type {};
-
 // A policy may provide `static void mm_out(at::Tensor& out, const at::Tensor& a,
 // const at::Tensor& b)` for the large GEMMs (the input projection and the
 // gradients after the loop) to run them its own way.
@@ -128,9 +117,8 @@ at::Tensor transposed(const at::Tensor& w) {
   }
 }
 
-// The per-step h·Wᵀ: the policy's prepared GEMM when it has one, else the
-// library GEMM on wᵀ.
-template <class PW, bool = HasRecurrentGemm<PW>::value>
+// The per-step h·Wᵀ on the library GEMM, for policies without step engines.
+template <class PW>
 struct StepGemm {
   at::Tensor w_t;
   StepGemm(const at::Tensor& w, int64_t /*batch*/, int64_t /*steps*/) : w_t(transposed<PW>(w)) {}
@@ -142,19 +130,27 @@ struct StepGemm {
     at::mm_out(o, rows(h, n), w_t);
   }
 };
-template <class PW>
-struct StepGemm<PW, true> : PW::RecurrentGemm {
-  using PW::RecurrentGemm::RecurrentGemm;
-};
 
-// A policy may provide `struct FusedStep { static bool usable(T, B, H, proj, dtype);
-// explicit FusedStep(w_hh); void step(n, h_prev, gates, bias, c, h_out, h_copy,
-// c_copy, keep_gates) const; }` (float pointers): the recurrent GEMM and the
-// pointwise pass of a layer step in one, for the shapes it declares usable.
+// A policy may provide engines chosen per layer call for the recurrence:
+//   `ForwardStep::choose(w_hh, T, B, proj)` -> pointer to an object with
+//     bool fused(); step<scalar_t>(n, h_prev, gates, bias, c, h_out, h_copy,
+//     c_copy, keep_gates) (the recurrent product and the pointwise pass of a
+//     step in one, when fused()); gemm() -> a StepGemm-like object otherwise;
+//   `BackwardGemm::choose(w, B, T)` -> pointer to a StepGemm-like object.
 template <class PW, class = void>
-struct HasFusedStep : std::false_type {};
+struct HasStepEngines : std::false_type {};
 template <class PW>
-struct HasFusedStep<PW, std::void_t<typename PW::FusedStep>> : std::true_type {};
+struct HasStepEngines<PW, std::void_t<typename PW::ForwardStep, typename PW::BackwardGemm>>
+    : std::true_type {};
+
+template <class PW>
+auto backward_gemm(const at::Tensor& w, int64_t batch, int64_t steps) {
+  if constexpr (HasStepEngines<PW>::value) {
+    return PW::BackwardGemm::choose(w, batch, steps);
+  } else {
+    return std::make_unique<StepGemm<PW>>(w, batch, steps);
+  }
+}
 
 template <class PW>
 std::tuple<at::Tensor, at::Tensor, at::Tensor> cell_forward(
@@ -231,62 +227,71 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> layer_for
   auto h = h0.contiguous().clone();
   auto c = c0.contiguous().clone();
   at::Tensor hcell = d.proj() ? buffer<PW>({d.B, d.H}, opts) : at::Tensor();
-  if constexpr (HasFusedStep<PW>::value) {
-    using Fused = typename PW::FusedStep;
-    if (Fused::usable(d.T, d.B, d.H, d.proj(), input.scalar_type())) {
-      // h_{t-1} is read from the previous step's output rows, which the step
-      // does not write, or from h0 for rows that start at this step (all at the
-      // first step; the shorter sequences of a reversed packed batch later on).
-      const Fused fused(w_hh);
-      const auto h0c = h0.contiguous();
-      at::Tensor starting;  // previous output rows, then h0 rows, when some rows start
-      float* out = output.data_ptr<float>();
-      float* gt = gates.data_ptr<float>();
-      float* ct = need_grad ? cells.data_ptr<float>() : nullptr;
-      const int64_t BH = d.B * d.H;
+  // The recurrence with the product h_{t-1}·W_hhᵀ on `gemm`, then the
+  // pointwise pass (and the projection) per step.
+  auto unfused = [&](auto& gemm) {
+    const at::Tensor w_hr_t = d.proj() ? transposed<PW>(*w_hr) : at::Tensor();
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, input.scalar_type(), "lstm_layer", [&] {
       for (int64_t s = 0; s < d.T; ++s) {
         const int64_t t = reverse ? d.T - 1 - s : s;
         const int64_t n = n_active[t];
         if (n == 0) continue;
-        const int64_t tp = reverse ? t + 1 : t - 1;
-        const int64_t m = s == 0 ? 0 : std::min(n, n_active[tp]);
-        const float* h_prev = m == 0 ? h0c.data_ptr<float>() : out + tp * BH;
-        if (m > 0 && m < n) {
-          if (!starting.defined()) starting = at::empty({d.B, d.H}, opts);
-          starting.narrow(0, 0, m).copy_(output[tp].narrow(0, 0, m));
-          starting.narrow(0, m, n - m).copy_(h0c.narrow(0, m, n - m));
-          h_prev = starting.data_ptr<float>();
+        auto g = rows(gates[t], n);
+        gemm.accumulate(gates[t], h, n);
+        auto out_t = output[t];
+        PW::template forward<scalar_t>(
+            n, d.H, g.data_ptr<scalar_t>(), ptr_or_null<scalar_t>(bias), nullptr,
+            c.data_ptr<scalar_t>(), c.data_ptr<scalar_t>(),
+            d.proj() ? hcell.data_ptr<scalar_t>() : h.data_ptr<scalar_t>(),
+            d.proj() ? nullptr : out_t.data_ptr<scalar_t>(),
+            need_grad ? cells[t].data_ptr<scalar_t>() : nullptr);
+        if (d.proj()) {
+          auto o = rows(out_t, n);
+          at::mm_out(o, rows(hcell, n), w_hr_t);
+          rows(h, n).copy_(o);
         }
-        fused.step(n, h_prev, gt + t * 4 * BH, ptr_or_null<float>(bias), c.data_ptr<float>(),
-                   h.data_ptr<float>(), out + t * BH, ct ? ct + t * BH : nullptr, need_grad);
       }
-      return {output, h, c, kept_if(need_grad, gates, opts), kept_if(need_grad, cells, opts)};
+    });
+  };
+  if constexpr (HasStepEngines<PW>::value) {
+    auto step = PW::ForwardStep::choose(w_hh, d.T, d.B, d.proj());
+    if (!step->fused()) {
+      unfused(step->gemm());
+    } else {
+      // h_{t-1} is read from the previous step's output rows, which the step
+      // does not write, or from h0 for rows that start at this step (all at
+      // the first step; the shorter sequences of a reversed packed batch
+      // later on).
+      const auto h0c = h0.contiguous();
+      at::Tensor starting;  // previous output rows, then h0 rows, when some rows start
+      AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, input.scalar_type(), "lstm_layer_fused", [&] {
+        scalar_t* out = output.data_ptr<scalar_t>();
+        scalar_t* gt = gates.data_ptr<scalar_t>();
+        scalar_t* ct = need_grad ? cells.data_ptr<scalar_t>() : nullptr;
+        const int64_t BH = d.B * d.H;
+        for (int64_t s = 0; s < d.T; ++s) {
+          const int64_t t = reverse ? d.T - 1 - s : s;
+          const int64_t n = n_active[t];
+          if (n == 0) continue;
+          const int64_t tp = reverse ? t + 1 : t - 1;
+          const int64_t m = s == 0 ? 0 : std::min(n, n_active[tp]);
+          const scalar_t* h_prev = m == 0 ? h0c.data_ptr<scalar_t>() : out + tp * BH;
+          if (m > 0 && m < n) {
+            if (!starting.defined()) starting = at::empty({d.B, d.H}, opts);
+            starting.narrow(0, 0, m).copy_(output[tp].narrow(0, 0, m));
+            starting.narrow(0, m, n - m).copy_(h0c.narrow(0, m, n - m));
+            h_prev = starting.data_ptr<scalar_t>();
+          }
+          step->template step<scalar_t>(n, h_prev, gt + t * 4 * BH, ptr_or_null<scalar_t>(bias),
+                                        c.data_ptr<scalar_t>(), h.data_ptr<scalar_t>(),
+                                        out + t * BH, ct ? ct + t * BH : nullptr, need_grad);
+        }
+      });
     }
+  } else {
+    StepGemm<PW> gemm(w_hh, d.B, d.T);
+    unfused(gemm);
   }
-
-  StepGemm<PW> step_gemm(w_hh, d.B, d.T);
-  const at::Tensor w_hr_t = d.proj() ? transposed<PW>(*w_hr) : at::Tensor();
-
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, input.scalar_type(), "lstm_layer", [&] {
-    for (int64_t s = 0; s < d.T; ++s) {
-      const int64_t t = reverse ? d.T - 1 - s : s;
-      const int64_t n = n_active[t];
-      if (n == 0) continue;
-      auto g = rows(gates[t], n);
-      step_gemm.accumulate(gates[t], h, n);
-      auto out_t = output[t];
-      PW::template forward<scalar_t>(
-          n, d.H, g.data_ptr<scalar_t>(), ptr_or_null<scalar_t>(bias), nullptr, c.data_ptr<scalar_t>(),
-          c.data_ptr<scalar_t>(), d.proj() ? hcell.data_ptr<scalar_t>() : h.data_ptr<scalar_t>(),
-          d.proj() ? nullptr : out_t.data_ptr<scalar_t>(),
-          need_grad ? cells[t].data_ptr<scalar_t>() : nullptr);
-      if (d.proj()) {
-        auto o = rows(out_t, n);
-        at::mm_out(o, rows(hcell, n), w_hr_t);
-        rows(h, n).copy_(o);
-      }
-    }
-  });
   return {output, h, c, kept_if(need_grad, gates, opts), kept_if(need_grad, cells, opts)};
 }
 
@@ -314,22 +319,28 @@ at::Tensor previous_h(const at::Tensor& output, const at::Tensor& h0,
 }
 
 // After the reversed loop: dx, dW_ih, dW_hh and db from all steps' dgates
-// (T, B, 4H) as a few large GEMMs. Device-generic; no atomics.
+// (T, B, 4H) as a few large GEMMs, those asked for (the others empty).
+// Device-generic; no atomics.
 template <class PW = void>
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> gradient_gemms(
     const at::Tensor& dgates, const at::Tensor& input, const at::Tensor& output,
     const at::Tensor& h0, const at::Tensor& w_ih, const std::vector<int64_t>& n_active,
-    bool has_bias, bool reverse) {
+    bool has_bias, bool reverse, bool need_input_grad = true, bool need_weight_grad = true) {
   const int64_t T = dgates.size(0), B = dgates.size(1), G = dgates.size(2);
   const int64_t I = input.size(2), P = output.size(2);
+  const auto opts = input.options();
   const auto dflat = dgates.view({T * B, G});
+  at::Tensor grad_input = at::empty({0}, opts);
+  if (need_input_grad) {
+    grad_input = buffer<PW>({T, B, I}, opts);
+    auto grad_input_flat = grad_input.view({T * B, I});
+    large_mm_out<PW>(grad_input_flat, dflat, w_ih);
+  }
+  if (!need_weight_grad) return {grad_input, at::empty({0}, opts), at::empty({0}, opts), at::empty({0}, opts)};
   const at::Tensor hprev = previous_h<PW>(output, h0, n_active, reverse);
-  at::Tensor grad_input = buffer<PW>({T, B, I}, input.options());
-  auto grad_input_flat = grad_input.view({T * B, I});
-  large_mm_out<PW>(grad_input_flat, dflat, w_ih);
   return {grad_input, large_mm<PW>(dflat.t(), input.reshape({T * B, I})),
           large_mm<PW>(dflat.t(), hprev.view({T * B, P})),
-          has_bias ? dflat.sum(0) : at::empty({0}, input.options())};
+          has_bias ? dflat.sum(0) : at::empty({0}, opts)};
 }
 
 template <class PW>
@@ -339,7 +350,7 @@ layer_backward(const at::Tensor& grad_output, const at::Tensor& grad_hn, const a
                const at::Tensor& w_ih, const at::Tensor& w_hh,
                const std::optional<at::Tensor>& w_hr, const std::optional<at::Tensor>& lengths,
                const at::Tensor& output, const at::Tensor& gates, const at::Tensor& cells,
-               bool has_bias, bool reverse) {
+               bool has_bias, bool reverse, bool need_input_grad, bool need_weight_grad) {
   const auto d = check_layer_args(input, h0, c0, w_ih, w_hh, std::nullopt, std::nullopt, w_hr,
                                   lengths);
   TORCH_CHECK(gates.sizes() == at::IntArrayRef({d.T, d.B, 4 * d.H}) &&
@@ -365,7 +376,7 @@ layer_backward(const at::Tensor& grad_output, const at::Tensor& grad_hn, const a
   at::Tensor dhcell = d.proj() ? buffer<PW>({d.B, d.H}, opts) : at::Tensor();
 
   // dL/dh_{t-1} = dgates_t · W_hh = dgates_t · (W_hhᵀ)ᵀ
-  StepGemm<PW> back_gemm(w_hh.t(), d.B, d.T);
+  auto back_gemm = backward_gemm<PW>(w_hh.t(), d.B, d.T);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, input.scalar_type(), "lstm_layer_backward", [&] {
     for (int64_t s = d.T - 1; s >= 0; --s) {
       const int64_t t = reverse ? d.T - 1 - s : s;
@@ -402,14 +413,15 @@ layer_backward(const at::Tensor& grad_output, const at::Tensor& grad_hn, const a
                                         dh_b ? dh_b + m * d.P : nullptr, dcp + m * H,
                                         dg_t + m * G);
       }
-      back_gemm.product(dh, dgates[t], n);
+      back_gemm->product(dh, dgates[t], n);
     }
   });
 
-  auto [grad_input, grad_w_ih, grad_w_hh, grad_bias] =
-      gradient_gemms<PW>(dgates, input, output, h0, w_ih, n_active, has_bias, reverse);
+  auto [grad_input, grad_w_ih, grad_w_hh, grad_bias] = gradient_gemms<PW>(
+      dgates, input, output, h0, w_ih, n_active, has_bias, reverse, need_input_grad,
+      need_weight_grad);
   at::Tensor grad_w_hr = at::empty({0}, opts);
-  if (d.proj()) {
+  if (d.proj() && need_weight_grad) {
     const auto hcell_all = g_all.narrow(2, 3 * d.H, d.H) * at::tanh(c_all);
     grad_w_hr = large_mm<PW>(dhp_all.view({d.T * d.B, d.P}).t(), hcell_all.view({d.T * d.B, d.H}));
   }

@@ -1,12 +1,14 @@
 """lstm_fused: fused LSTM kernels for PyTorch, a drop-in torch.nn.LSTM / LSTMCell."""
 from ._ops import ops
-from .config import get_path, set_path, use_path
+from .config import (CPU_ENGINES, cpu_engine_available, cpu_engine_choices, cpu_engine_counts, get_cpu_engine,
+                     get_path, set_cpu_engine, set_path, use_cpu_engine, use_path)
 from .errors import LSTMArgumentError
 from .functional import lstm, lstm_cell
 from .modules import LSTM, LSTMCell
 
 __all__ = ["LSTM", "LSTMCell", "lstm", "lstm_cell", "ops", "get_path", "set_path", "use_path",
-           "LSTMArgumentError", "cuda_compiled"]
+           "CPU_ENGINES", "get_cpu_engine", "set_cpu_engine", "use_cpu_engine",
+           "cpu_engine_available", "cpu_engine_counts", "cpu_engine_choices", "LSTMArgumentError", "cuda_compiled"]
 __version__ = "0.1.0"
 
 

@@ -5,6 +5,7 @@ directions, with and without gradients."""
 import pytest
 import torch
 
+import lstm_fused
 from conftest import assert_close_to_reference, make_pair
 from test_packed import run_packed
 
@@ -26,11 +27,22 @@ def outputs_and_grads(model, x, hx, grad, dtype):
 NAMES = ["output", "h_n", "c_n", "grad input", "grad h0", "grad c0"]
 
 
+@pytest.fixture
+def small_batch():
+    """The small-batch engine pinned, and asserted to have run."""
+    if not lstm_fused.cpu_engine_available("small_batch", DT):
+        pytest.skip("the small_batch engine needs an AVX-512 build")
+    before = lstm_fused.cpu_engine_counts()["small_batch"]
+    with lstm_fused.use_cpu_engine("small_batch"):
+        yield
+    assert lstm_fused.cpu_engine_counts()["small_batch"] > before
+
+
 @pytest.mark.parametrize("B", [1, 3, 4, 5, 8])
 @pytest.mark.parametrize("H", [16, 32])
 @pytest.mark.parametrize("bidirectional", [False, True])
 @pytest.mark.parametrize("grad", [False, True])
-def test_padded(B, H, bidirectional, grad):
+def test_padded(B, H, bidirectional, grad, small_batch):
     D = 2 if bidirectional else 1
     ref, ours, ref64 = make_pair(DT, input_size=7, hidden_size=H, bidirectional=bidirectional)
     x = torch.randn(20, B, 7, dtype=torch.float64)
@@ -45,7 +57,7 @@ def test_padded(B, H, bidirectional, grad):
 
 @pytest.mark.parametrize("lengths,enforce_sorted", [([19, 19, 4, 1], True), ([3, 19, 1, 16, 6], False), ([2, 5, 5, 1, 19, 17, 3, 8], False)])
 @pytest.mark.parametrize("bidirectional", [False, True])
-def test_packed(lengths, enforce_sorted, bidirectional):
+def test_packed(lengths, enforce_sorted, bidirectional, small_batch):
     kw = dict(input_size=7, hidden_size=32, bidirectional=bidirectional)
     ref, ours, ref64 = make_pair(DT, **kw)
     B, T, D = len(lengths), max(lengths), 2 if bidirectional else 1

@@ -13,6 +13,8 @@
 
 #include <cstddef>
 
+#include "engine_cpu.h"
+
 // MKL's packed-GEMM API with 32-bit integers (LP64), which torch's x86 builds
 // export from libtorch_cpu. Weak, so that the extension still loads against a
 // torch without them and takes the library GEMM instead.
@@ -34,7 +36,7 @@ class PackedStepGemm {
   // of a contiguous matrix packs without a copy); batch: the rows of the whole
   // batch, a hint for the packing.
   PackedStepGemm(const at::Tensor& w, int64_t batch, int64_t steps)
-      : w_(w), n_(w.size(0)), k_(w.size(1)), prepare_(steps * batch >= kMinRows) {
+      : w_(w), n_(w.size(0)), k_(w.size(1)), prepare_(steps * batch >= kMinPreparedRows) {
     const auto dtype = w.scalar_type();
     if (!available() || !prepare_ || batch <= 0 || n_ == 0 || k_ == 0 ||
         (dtype != at::kFloat && dtype != at::kBFloat16 && dtype != at::kHalf)) {
@@ -66,14 +68,15 @@ class PackedStepGemm {
   // out[:n] = h[:n] · wᵀ; out's other rows are left as they are.
   void product(const at::Tensor& out, const at::Tensor& h, int64_t n) { run(out, h, n, 0.0f); }
 
- private:
-  static constexpr int kRowMajor = 101, kNoTrans = 111, kTrans = 112, kPacked = 151,
-                       kBMatrix = 162;
-
+  // Whether this torch exports MKL's packed GEMM.
   static bool available() {
     return cblas_sgemm_pack_get_size != nullptr && cblas_sgemm_pack != nullptr &&
            cblas_sgemm_compute != nullptr;
   }
+
+ private:
+  static constexpr int kRowMajor = 101, kNoTrans = 111, kTrans = 112, kPacked = 151,
+                       kBMatrix = 162;
 
   static bool rows_dense(const at::Tensor& t) { return t.dim() == 2 && t.stride(1) == 1; }
 
@@ -110,11 +113,6 @@ class PackedStepGemm {
       cn.addmm_(an, w_t());
     }
   }
-
-  // Packing (or transposing) the weight costs ~0.1-0.25 ms whatever the batch;
-  // a packed step saves more the more rows it has. Measured break-even, T
-  // steps of B rows: T ~ 32 at B = 1, T ~ 4 at B = 8, T = 1 at B = 64.
-  static constexpr int64_t kMinRows = 64;
 
   const at::Tensor& w_t() {
     if (!w_t_.defined()) w_t_ = prepare_ ? w_.t().contiguous() : w_.t();

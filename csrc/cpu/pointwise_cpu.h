@@ -14,15 +14,14 @@
 #include <type_traits>
 
 #include "host_pool.h"
-#include "packed_gemm_cpu.h"
-#include "small_batch_cpu.h"
+#include "recurrence_cpu.h"
 
 namespace lstm_fused {
 
 struct CpuPointwise {
   static constexpr bool kContiguousTransposedWeights = true;
-  using RecurrentGemm = PackedStepGemm;
-  using FusedStep = SmallBatchStep<CpuPointwise>;
+  using ForwardStep = CpuForwardStep<CpuPointwise>;
+  using BackwardGemm = CpuStepGemm;
 
   static at::Tensor empty(at::IntArrayRef sizes, const at::TensorOptions& opts) {
     return pooled_empty(sizes, opts);

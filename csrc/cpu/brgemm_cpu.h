@@ -1,0 +1,235 @@
+#pragma once
+// The recurrent GEMM on oneDNN's brgemm micro-kernel, as ATen exports it
+// (at::native::cpublas::brgemm). oneDNN generates its kernels for the CPU it
+// runs on (AVX-512, AVX512_BF16, AMX), where MKL takes slower generic paths on
+// some vendors' CPUs. 16-bit types multiply natively (VNNI-packed weight,
+// float accumulation).
+//
+// The weight is laid out once per call as column blocks: block j holds the
+// columns cols(j) of wᵀ as a (K, width) row-major matrix (VNNI-packed for
+// 16-bit types). Two orders of the columns:
+//   plain:       block j = output columns [j·nb, j·nb + nb)
+//   gate groups: block j = units [j·nb, j·nb + nb) of each of the four gates
+//                (columns q·H + j·nb + l, q = 0..3), so that one block holds
+//                all the pre-activations of nb hidden units
+// Each step runs the blocks on at::parallel_for with grain 1: OpenMP's even
+// split gives each thread the same blocks every step, so its slice of the
+// weight stays in its own cache.
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <ATen/cpu/vec/functional.h>
+#include <ATen/cpu/vec/vec.h>
+#include <ATen/native/CPUBlas.h>
+
+#include <algorithm>
+
+#include <cstdint>
+#include <type_traits>
+
+namespace lstm_fused {
+
+// Whether brgemm runs scalar_t on this CPU, and whether it wants the weight
+// VNNI-packed; probed once per type on a small product checked against
+// at::mm (a CPU or build without the ukernel throws or is not offered).
+struct BrgemmSupport {
+  bool usable = false;
+  bool vnni = false;
+};
+BrgemmSupport brgemm_support(at::ScalarType dtype);
+
+template <typename scalar_t>
+class BrgemmBlocks {
+ public:
+  // w (N, K), any strides; N = 4H with gate_groups. nb: block width (units
+  // per gate with gate_groups, columns otherwise); must divide N (H).
+  // vnni: the weight is VNNI-packed (brgemm_support).
+  BrgemmBlocks(const at::Tensor& w, int64_t nb, bool gate_groups, bool vnni)
+      : n_(w.size(0)), k_(w.size(1)), nb_(nb), vnni_(vnni) {
+    const auto dtype = c10::CppTypeToScalarType<scalar_t>::value;
+    width_ = gate_groups ? 4 * nb : nb;
+    blocks_ = n_ / width_;
+    auto wt = w.to(dtype);
+    at::Tensor laid;
+    if (gate_groups) {
+      // (4, H/nb, nb, K) -> (H/nb, K, 4, nb)
+      laid = wt.reshape({4, blocks_, nb, k_}).permute({1, 3, 0, 2}).contiguous();
+    } else {
+      laid = wt.reshape({blocks_, nb, k_}).permute({0, 2, 1}).contiguous();
+    }
+    laid = laid.view({blocks_, k_, width_});
+    if (vnni_) {
+      packed_ = at::empty_like(laid);
+      for (int64_t j = 0; j < blocks_; ++j) {
+        at::native::cpublas::pack(k_, width_, width_, width_, dtype, dtype, laid[j].data_ptr(),
+                                  packed_[j].data_ptr());
+      }
+    } else {
+      packed_ = laid;
+    }
+  }
+
+  int64_t blocks() const { return blocks_; }
+  int64_t width() const { return width_; }
+  int64_t k() const { return k_; }
+
+  // c (m, width) float, ld ldc = a (m, K) · block j; add: c += instead of =.
+  void run(int64_t j, int64_t m, const scalar_t* a, int64_t lda, float* c, int64_t ldc,
+           bool add) const {
+    const scalar_t* b = packed_.data_ptr<scalar_t>() + j * k_ * width_;
+    at::native::cpublas::brgemm(m, width_, k_, lda, width_, ldc, add, a, b, c, vnni_);
+  }
+
+  // After a thread's last block of a step (AMX keeps tile state per thread).
+  void release() const { at::native::cpublas::brgemm_release(vnni_); }
+
+  // Blocks that make a thread's share worth the fork: about 64K multiply-adds.
+  int64_t grain(int64_t m) const {
+    const int64_t per_block = std::max<int64_t>(1, m * k_ * width_);
+    return std::max<int64_t>(1, (int64_t{1} << 16) / per_block);
+  }
+
+ private:
+  int64_t n_, k_, nb_, width_ = 0, blocks_ = 0;
+  bool vnni_;
+  at::Tensor packed_;
+};
+
+// The widest block of at most 64 columns that divides n and is a multiple of
+// the float vector width (0: none).
+inline int64_t brgemm_block(int64_t n) {
+  for (int64_t nb : {64, 32, 16}) {
+    if (n % nb == 0) return nb;
+  }
+  return 0;
+}
+
+// The GEMM-only engine: c[:n] (+)= a[:n] · wᵀ on plain column blocks, for
+// the backward's dh, projected layers and the unfused forward. float writes
+// (or accumulates) straight into the caller's rows; 16-bit types accumulate a
+// block in float and round once when stored.
+template <typename scalar_t>
+class BrgemmStepGemm {
+ public:
+  static bool usable(const at::Tensor& w) {
+    return brgemm_support(w.scalar_type()).usable && brgemm_block(w.size(0)) > 0 &&
+           w.size(1) > 0;
+  }
+
+  // w (N, K), any strides; batch: the rows of the whole batch.
+  BrgemmStepGemm(const at::Tensor& w, int64_t batch)
+      : blocks_(w, brgemm_block(w.size(0)), false, brgemm_support(w.scalar_type()).vnni), batch_(batch) {
+    if constexpr (!std::is_same_v<scalar_t, float>) {
+      scratch_ = at::empty({at::get_num_threads(), batch, blocks_.width()},
+                           w.options().dtype(at::kFloat));
+    }
+  }
+
+  // c (rows, N), a (rows, K): unit stride along a row; rows [0, n) are used.
+  void accumulate(const at::Tensor& c, const at::Tensor& a, int64_t n) const { run(c, a, n, true); }
+  void product(const at::Tensor& c, const at::Tensor& a, int64_t n) const { run(c, a, n, false); }
+
+ private:
+  void run(const at::Tensor& c, const at::Tensor& a, int64_t n, bool add) const {
+    if (n == 0) return;
+    TORCH_CHECK(c.stride(1) == 1 && a.stride(1) == 1 && n <= batch_,
+                "lstm_fused: oneDNN step operands must have dense rows");
+    const scalar_t* ap = a.data_ptr<scalar_t>();
+    scalar_t* cp = c.data_ptr<scalar_t>();
+    const int64_t lda = a.stride(0), ldc = c.stride(0), nb = blocks_.width();
+    at::parallel_for(0, blocks_.blocks(), blocks_.grain(n), [&](int64_t j0, int64_t j1) {
+      for (int64_t j = j0; j < j1; ++j) {
+        if constexpr (std::is_same_v<scalar_t, float>) {
+          blocks_.run(j, n, ap, lda, cp + j * nb, ldc, add);
+        } else {
+          float* s = scratch_.data_ptr<float>() + at::get_thread_num() * batch_ * nb;
+          blocks_.run(j, n, ap, lda, s, nb, false);
+          for (int64_t r = 0; r < n; ++r) store_row(s + r * nb, cp + r * ldc + j * nb, nb, add);
+        }
+      }
+      blocks_.release();
+    });
+  }
+
+  // dst[0, w) (+)= src[0, w), rounded once to scalar_t; w is a multiple of 16.
+  static void store_row(const float* src, scalar_t* dst, int64_t w, bool add) {
+    using V = at::vec::Vectorized<float>;
+    for (int64_t u = 0; u < w; u += V::size()) {
+      V v = V::loadu(src + u);
+      if (add) {
+        V d;
+        at::vec::load_to_float<scalar_t>(dst + u, d);
+        v = v + d;
+      }
+      at::vec::convert_from_float<scalar_t>(v, v).store(dst + u, V::size());
+    }
+  }
+
+  BrgemmBlocks<scalar_t> blocks_;
+  int64_t batch_;
+  at::Tensor scratch_;
+};
+
+// The fused forward step: each block's product and the cell update of its nb
+// units in one pass, while the block's pre-activations are still in L1; no
+// separate pointwise pass, one fork-join per step. Same interface as
+// SmallBatchStep::step, any of the engine's types.
+template <class Activations, typename scalar_t>
+class BrgemmFusedStep {
+ public:
+  static bool usable(int64_t H, bool proj, at::ScalarType dtype) {
+    return !proj && H > 0 && brgemm_block(H) > 0 && brgemm_support(dtype).usable;
+  }
+
+  // w_hh (4H, H), any strides; batch: the rows of the whole batch.
+  BrgemmFusedStep(const at::Tensor& w_hh, int64_t batch)
+      : H_(w_hh.size(1)),
+        // VNNI packing takes blocks of at most 64 columns: 16 units of 4 gates.
+        nb_(std::min<int64_t>(brgemm_block(H_), brgemm_support(w_hh.scalar_type()).vnni ? 16 : 32)),
+        batch_(batch),
+        blocks_(w_hh, nb_, true, brgemm_support(w_hh.scalar_type()).vnni),
+        scratch_(at::empty({at::get_num_threads(), batch, 4 * nb_},
+                           w_hh.options().dtype(at::kFloat))) {}
+
+  //   h_prev   (n, H)   h_{t-1}; must not alias any output
+  //   gates    (n, 4H)  in: x_t·W_ihᵀ (i, f, g, o); out: activated gates if keep_gates
+  //   bias     (4H)     b_ih + b_hh; may be null
+  //   c        (n, H)   in: c_{t-1}; out: c_t
+  //   h_out    (n, H)   h_t
+  //   h_copy   (n, H)   second destination of h_t; may be null
+  //   c_copy   (n, H)   second destination of c_t; may be null
+  void step(int64_t n, const scalar_t* h_prev, scalar_t* gates, const scalar_t* bias,
+            scalar_t* c, scalar_t* h_out, scalar_t* h_copy, scalar_t* c_copy,
+            bool keep_gates) const {
+    if (n == 0) return;
+    using V = typename Activations::template MathVec<scalar_t>;
+    const int64_t H = H_, G = 4 * H_, nb = nb_, w = 4 * nb_;
+    at::parallel_for(0, blocks_.blocks(), blocks_.grain(n), [&](int64_t j0, int64_t j1) {
+      float* s = scratch_.data_ptr<float>() + at::get_thread_num() * batch_ * w;
+      for (int64_t j = j0; j < j1; ++j) {
+        blocks_.run(j, n, h_prev, H, s, w, false);
+        for (int64_t r = 0; r < n; ++r) {
+          for (int64_t v = 0; v < nb; v += V::size()) {
+            const int64_t u = j * nb + v, off = r * H + u;
+            scalar_t* g = gates + r * G + u;
+            V pre[4];
+            for (int q = 0; q < 4; ++q) {
+              pre[q] = V::loadu(s + r * w + q * nb + v) + Activations::vload(g + q * H);
+              if (bias) pre[q] = pre[q] + Activations::vload(bias + q * H + u);
+            }
+            Activations::cell_update(H, pre, keep_gates ? g : nullptr, c + off, c + off,
+                                     h_out + off, h_copy ? h_copy + off : nullptr,
+                                     c_copy ? c_copy + off : nullptr);
+          }
+        }
+      }
+      blocks_.release();
+    });
+  }
+
+ private:
+  int64_t H_, nb_, batch_;
+  BrgemmBlocks<scalar_t> blocks_;
+  at::Tensor scratch_;
+};
+
+}  // namespace lstm_fused

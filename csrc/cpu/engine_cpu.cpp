@@ -1,0 +1,150 @@
+// CPU engine choice: the pinned engine, the counters, and the timed choice
+// cached per kind of call. Exposed to Python as torch.ops.lstm_fused._cpu_*.
+#include "engine_cpu.h"
+
+#include "brgemm_cpu.h"
+#include "packed_gemm_cpu.h"
+#include "small_batch_cpu.h"
+
+#include <ATen/Context.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <map>
+#include <mutex>
+#include <tuple>
+
+namespace lstm_fused {
+namespace {
+
+std::atomic<int> g_pinned{static_cast<int>(CpuEngine::Auto)};
+std::array<std::atomic<int64_t>, static_cast<int>(CpuEngine::kCount)> g_counts{};
+
+using CacheKey = std::tuple<bool, int, int64_t, int64_t, int64_t, bool, int>;
+std::mutex g_mutex;
+std::map<CacheKey, CpuEngine> g_chosen;
+
+// Median over rounds of one step of each candidate, the candidates alternated
+// so that a disturbance hits them alike.
+CpuEngine fastest(const std::vector<std::pair<CpuEngine, std::function<void()>>>& candidates) {
+  constexpr int kWarmup = 2, kRounds = 5;
+  const size_t n = candidates.size();
+  std::vector<std::vector<double>> times(n);
+  for (int r = 0; r < kWarmup + kRounds; ++r) {
+    for (size_t i = 0; i < n; ++i) {
+      const auto t0 = std::chrono::steady_clock::now();
+      candidates[i].second();
+      const std::chrono::duration<double> dt = std::chrono::steady_clock::now() - t0;
+      if (r >= kWarmup) times[i].push_back(dt.count());
+    }
+  }
+  size_t best = 0;
+  double best_t = 0;
+  for (size_t i = 0; i < n; ++i) {
+    std::nth_element(times[i].begin(), times[i].begin() + kRounds / 2, times[i].end());
+    const double t = times[i][kRounds / 2];
+    if (i == 0 || t < best_t) best = i, best_t = t;
+  }
+  return candidates[best].first;
+}
+
+}  // namespace
+
+CpuEngine pinned_cpu_engine() { return static_cast<CpuEngine>(g_pinned.load(std::memory_order_relaxed)); }
+void set_pinned_cpu_engine(CpuEngine e) { g_pinned.store(static_cast<int>(e), std::memory_order_relaxed); }
+
+void count_cpu_engine(CpuEngine e) { g_counts[static_cast<int>(e)].fetch_add(1, std::memory_order_relaxed); }
+
+static CacheKey cache_key(const EngineKey& key) {
+  return {key.forward, static_cast<int>(key.dtype), key.B, key.N, key.K, key.proj,
+          at::get_num_threads()};
+}
+
+std::optional<CpuEngine> settled_cpu_engine(const EngineKey& key,
+                                            const std::vector<CpuEngine>& engines) {
+  TORCH_CHECK(!engines.empty(), "lstm_fused: no CPU engine can run this call");
+  const CpuEngine pinned = pinned_cpu_engine();
+  if (std::find(engines.begin(), engines.end(), pinned) != engines.end()) return pinned;
+  if (engines.size() == 1 || at::globalContext().deterministicAlgorithms()) return engines.front();
+  std::lock_guard<std::mutex> lock(g_mutex);
+  const auto it = g_chosen.find(cache_key(key));
+  if (it != g_chosen.end() &&
+      std::find(engines.begin(), engines.end(), it->second) != engines.end()) {
+    return it->second;
+  }
+  return std::nullopt;
+}
+
+CpuEngine timed_cpu_engine(const EngineKey& key,
+                           const std::vector<std::pair<CpuEngine, std::function<void()>>>& candidates) {
+  TORCH_CHECK(!candidates.empty(), "lstm_fused: no CPU engine to time");
+  const CpuEngine e = fastest(candidates);
+  std::lock_guard<std::mutex> lock(g_mutex);
+  g_chosen[cache_key(key)] = e;
+  return e;
+}
+
+std::vector<int64_t> cpu_engine_counts() {
+  std::vector<int64_t> out;
+  for (const auto& c : g_counts) out.push_back(c.load(std::memory_order_relaxed));
+  return out;
+}
+
+std::vector<std::string> cpu_engine_names() {
+  return {kCpuEngineNames.begin(), kCpuEngineNames.end()};
+}
+
+// The timed choices so far, one line each: "forward step|product dtype B N K [proj] threads -> engine".
+std::vector<std::string> cpu_engine_choices() {
+  std::lock_guard<std::mutex> lock(g_mutex);
+  std::vector<std::string> out;
+  for (const auto& [k, e] : g_chosen) {
+    const auto& [forward, dtype, B, N, K, proj, threads] = k;
+    out.push_back(std::string(forward ? "forward step " : "product ") +
+                  c10::toString(static_cast<at::ScalarType>(dtype)) + " B=" + std::to_string(B) +
+                  " N=" + std::to_string(N) + " K=" + std::to_string(K) +
+                  (proj ? " proj" : "") + " threads=" + std::to_string(threads) + " -> " +
+                  kCpuEngineNames[static_cast<int>(e)]);
+  }
+  return out;
+}
+
+void clear_cpu_engine_choices() {
+  std::lock_guard<std::mutex> lock(g_mutex);
+  g_chosen.clear();
+}
+
+// Whether `engine` can run layers of `dtype` on this CPU and build (shapes
+// aside: small_batch takes small float layers only, onednn H a multiple of 16).
+bool cpu_engine_available(int64_t engine, at::ScalarType dtype) {
+  switch (static_cast<CpuEngine>(engine)) {
+    case CpuEngine::Mkl: return dtype != at::kDouble && PackedStepGemm::available();
+    case CpuEngine::Onednn: return brgemm_support(dtype).usable;
+    case CpuEngine::SmallBatch:
+#if defined(CPU_CAPABILITY_AVX512)
+      return dtype == at::kFloat;
+#else
+      return false;
+#endif
+    default: return true;
+  }
+}
+
+TORCH_LIBRARY_FRAGMENT(lstm_fused, m) {
+  m.def("_cpu_engine_available(int engine, ScalarType dtype) -> bool", &cpu_engine_available);
+  m.def("_cpu_engine_names() -> str[]", &cpu_engine_names);
+  m.def("_cpu_engine_counts() -> int[]", &cpu_engine_counts);
+  m.def("_cpu_engine_choices() -> str[]", &cpu_engine_choices);
+  m.def("_cpu_clear_engine_choices() -> ()", &clear_cpu_engine_choices);
+  m.def("_cpu_get_engine() -> int", [] { return static_cast<int64_t>(pinned_cpu_engine()); });
+  m.def("_cpu_set_engine(int engine) -> ()", [](int64_t e) {
+    TORCH_CHECK(e >= 0 && e < static_cast<int64_t>(CpuEngine::kCount),
+                "lstm_fused: CPU engine code out of range");
+    set_pinned_cpu_engine(static_cast<CpuEngine>(e));
+  });
+}
+
+}  // namespace lstm_fused

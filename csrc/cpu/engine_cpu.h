@@ -1,0 +1,70 @@
+#pragma once
+// The CPU engines of the recurrence and how one is chosen.
+//
+//   mkl          MKL's packed GEMM per step, then the vectorised pointwise pass
+//   onednn       oneDNN's brgemm micro-kernel per step (16-bit types native);
+//                in the forward of a layer without projection, fused with the
+//                cell update (brgemm_cpu.h)
+//   aten         the library GEMM (torch.mm) per step, then the pointwise pass
+//   small_batch  the hand-written fused step for the smallest float layers
+//                (small_batch_cpu.h)
+//
+// Choice, per (direction, dtype, B, N, K, threads, projection): a pinned
+// engine (lstm_fused.set_cpu_engine / LSTM_FUSED_CPU_ENGINE) when it can run
+// the call; under torch.use_deterministic_algorithms(True), a fixed order;
+// otherwise each engine that can run the call is timed on it, a few steps
+// each, on the first call of its kind in the process, and the fastest is
+// kept. Calls with fewer than kMinPreparedRows rows in all (T·B) take aten:
+// preparing a weight costs more than it saves there.
+#include <ATen/ATen.h>
+
+#include <array>
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace lstm_fused {
+
+enum class CpuEngine : int { Auto = 0, Mkl, Onednn, Aten, SmallBatch, kCount };
+
+inline constexpr std::array<const char*, static_cast<int>(CpuEngine::kCount)> kCpuEngineNames = {
+    "auto", "mkl", "onednn", "aten", "small_batch"};
+
+// Rows (T·B) below which a call runs on aten unless an engine is pinned.
+// Preparing (packing, re-laying) a weight costs ~0.1-0.25 ms whatever the
+// batch; a prepared step saves more the more rows it has. Measured
+// break-even, T steps of B rows: T ~ 32 at B = 1, T ~ 4 at B = 8, T = 1 at
+// B = 64.
+inline constexpr int64_t kMinPreparedRows = 64;
+
+CpuEngine pinned_cpu_engine();
+void set_pinned_cpu_engine(CpuEngine e);
+
+// Layer calls each engine has run since the process started.
+void count_cpu_engine(CpuEngine e);
+
+// What a choice is keyed by: the step timed (a forward step, or the
+// product alone), the weight's type and shape (N, K), the batch.
+struct EngineKey {
+  bool forward;
+  at::ScalarType dtype;
+  int64_t B, N, K;
+  bool proj;
+};
+
+// The engine among `engines` (those that can run the call, in the fixed
+// order used under deterministic algorithms) when it is settled without
+// timing: the only one, the pinned one, the first under deterministic
+// algorithms, or the one timed before for the same key.
+std::optional<CpuEngine> settled_cpu_engine(const EngineKey& key,
+                                            const std::vector<CpuEngine>& engines);
+
+// Times one step of each candidate, remembers the fastest for `key` and
+// returns it.
+CpuEngine timed_cpu_engine(const EngineKey& key,
+                           const std::vector<std::pair<CpuEngine, std::function<void()>>>& candidates);
+
+}  // namespace lstm_fused

@@ -1,0 +1,255 @@
+#pragma once
+// The per-step work of the CPU layer loop behind one interface, on the engine
+// chosen for the call (engine_cpu.h):
+//   CpuStepGemm              c[:n] (+)= a[:n] · wᵀ: the backward's dh, and the
+//                            unfused forward's product before the pointwise pass
+//   CpuForwardStep<Act>      a forward step: fused (small_batch; onednn without
+//                            projection) or a CpuStepGemm the driver follows
+//                            with its pointwise pass
+#include <ATen/ATen.h>
+
+#include <algorithm>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <utility>
+#include <variant>
+#include <vector>
+
+#include "brgemm_cpu.h"
+#include "engine_cpu.h"
+#include "packed_gemm_cpu.h"
+#include "small_batch_cpu.h"
+
+namespace lstm_fused {
+
+// aten: the library GEMM on wᵀ (a contiguous copy when the call has rows
+// enough to repay it).
+class LibraryStepGemm {
+ public:
+  LibraryStepGemm(const at::Tensor& w, int64_t batch, int64_t steps)
+      : w_t_(batch * steps >= kMinPreparedRows ? w.t().contiguous() : w.t()) {}
+  void accumulate(const at::Tensor& c, const at::Tensor& a, int64_t n) const {
+    c.narrow(0, 0, n).addmm_(a.narrow(0, 0, n), w_t_);
+  }
+  void product(const at::Tensor& c, const at::Tensor& a, int64_t n) const {
+    auto cn = c.narrow(0, 0, n);
+    at::mm_out(cn, a.narrow(0, 0, n), w_t_);
+  }
+
+ private:
+  at::Tensor w_t_;
+};
+
+// Random operands of a call's shapes, to time candidates on.
+inline at::Tensor timing_operand(at::IntArrayRef sizes, const at::TensorOptions& opts) {
+  return (at::randn(sizes, opts.dtype(at::kFloat)) * 0.1).to(opts.dtype());
+}
+
+// The engine settled or timed for `key` among `engines`, built by
+// `make(engine)`. Timing builds each candidate and runs the step that
+// `timed_step()` returns (it makes the operands: only when timing) on it.
+template <class Built, class Make, class TimedStep>
+std::unique_ptr<Built> chosen_engine(const EngineKey& key, const std::vector<CpuEngine>& engines,
+                                     Make make, TimedStep timed_step) {
+  if (const auto settled = settled_cpu_engine(key, engines)) return make(*settled);
+  auto step = timed_step();
+  std::vector<std::unique_ptr<Built>> built;
+  std::vector<std::pair<CpuEngine, std::function<void()>>> candidates;
+  for (const auto e : engines) {
+    if (e == CpuEngine::Aten && engines.size() > 1) continue;  // never ahead of a prepared weight
+    built.push_back(make(e));
+    Built* b = built.back().get();
+    candidates.emplace_back(e, [b, &step] { step(*b); });
+  }
+  const CpuEngine e = timed_cpu_engine(key, candidates);
+  for (auto& b : built) {
+    if (b->engine() == e) return std::move(b);
+  }
+  return make(e);
+}
+
+class CpuStepGemm {
+ public:
+  // w (N, K), any strides, of the layer's dtype; the one engine to build.
+  CpuStepGemm(CpuEngine e, const at::Tensor& w, int64_t batch, int64_t steps) : engine_(e) {
+    switch (e) {
+      case CpuEngine::Mkl: impl_.emplace<PackedStepGemm>(w, batch, steps); break;
+      case CpuEngine::Onednn:
+        switch (w.scalar_type()) {
+          case at::kFloat: impl_.emplace<BrgemmStepGemm<float>>(w, batch); break;
+          case at::kBFloat16: impl_.emplace<BrgemmStepGemm<at::BFloat16>>(w, batch); break;
+          default: impl_.emplace<BrgemmStepGemm<at::Half>>(w, batch); break;
+        }
+        break;
+      default:
+        engine_ = CpuEngine::Aten;
+        impl_.emplace<LibraryStepGemm>(w, batch, steps);
+        break;
+    }
+  }
+
+  // The engines that can run c (+)= a · wᵀ for the call, in the fixed order.
+  static std::vector<CpuEngine> engines(const at::Tensor& w, int64_t batch, int64_t steps) {
+    const auto t = w.scalar_type();
+    std::vector<CpuEngine> out;
+    const bool onednn = onednn_usable(w), mkl = t != at::kDouble && PackedStepGemm::available();
+    if (t != at::kFloat && onednn) out.push_back(CpuEngine::Onednn);
+    if (mkl) out.push_back(CpuEngine::Mkl);
+    if (t == at::kFloat && onednn) out.push_back(CpuEngine::Onednn);
+    out.push_back(CpuEngine::Aten);
+    return prepared_or_pinned(out, batch * steps);
+  }
+
+  // Chosen for the call and counted: the backward's dh = dgates · W_hh.
+  static std::unique_ptr<CpuStepGemm> choose(const at::Tensor& w, int64_t batch, int64_t steps) {
+    const EngineKey key{false, w.scalar_type(), batch, w.size(0), w.size(1), false};
+    auto g = chosen_engine<CpuStepGemm>(
+        key, engines(w, batch, steps),
+        [&](CpuEngine e) { return std::make_unique<CpuStepGemm>(e, w, batch, steps); }, [&] {
+          const auto a = timing_operand({batch, w.size(1)}, w.options());
+          const auto c = timing_operand({batch, w.size(0)}, w.options());
+          return [a, c, batch](CpuStepGemm& s) { s.product(c, a, batch); };
+        });
+    count_cpu_engine(g->engine());
+    return g;
+  }
+
+  CpuEngine engine() const { return engine_; }
+
+  void accumulate(const at::Tensor& c, const at::Tensor& a, int64_t n) {
+    std::visit([&](auto& g) { g.accumulate(c, a, n); }, impl_);
+  }
+  void product(const at::Tensor& c, const at::Tensor& a, int64_t n) {
+    std::visit([&](auto& g) { g.product(c, a, n); }, impl_);
+  }
+
+ private:
+  // The variant's initial state: never left so (the constructor builds an engine).
+  struct Unbuilt {
+    void accumulate(const at::Tensor&, const at::Tensor&, int64_t) const { fail(); }
+    void product(const at::Tensor&, const at::Tensor&, int64_t) const { fail(); }
+    static void fail() { TORCH_CHECK(false, "lstm_fused: CPU step GEMM used before it was built"); }
+  };
+
+ public:
+
+  static bool onednn_usable(const at::Tensor& w) {
+    const auto t = w.scalar_type();
+    return (t == at::kFloat || t == at::kBFloat16 || t == at::kHalf) &&
+           brgemm_support(t).usable && brgemm_block(w.size(0)) > 0 && w.size(1) > 0;
+  }
+
+  // Below kMinPreparedRows rows only aten runs, unless the pinned engine can.
+  static std::vector<CpuEngine> prepared_or_pinned(const std::vector<CpuEngine>& engines,
+                                                   int64_t rows) {
+    if (rows >= kMinPreparedRows) return engines;
+    const CpuEngine p = pinned_cpu_engine();
+    if (p != CpuEngine::Auto && std::find(engines.begin(), engines.end(), p) != engines.end()) {
+      return {p};
+    }
+    return {CpuEngine::Aten};
+  }
+
+ private:
+  CpuEngine engine_;
+  std::variant<Unbuilt, LibraryStepGemm, PackedStepGemm, BrgemmStepGemm<float>,
+               BrgemmStepGemm<at::BFloat16>, BrgemmStepGemm<at::Half>>
+      impl_;
+};
+
+template <class Act>
+class CpuForwardStep {
+ public:
+  // One engine built for the call: w_hh (4H, P), any strides.
+  CpuForwardStep(CpuEngine e, const at::Tensor& w_hh, int64_t T, int64_t B) : engine_(e) {
+    switch (e) {
+      case CpuEngine::SmallBatch: fused_.template emplace<SmallBatchStep<Act>>(w_hh); break;
+      case CpuEngine::Onednn:
+        if (fused_onednn(w_hh)) {
+          switch (w_hh.scalar_type()) {
+            case at::kFloat: fused_.template emplace<BrgemmFusedStep<Act, float>>(w_hh, B); break;
+            case at::kBFloat16: fused_.template emplace<BrgemmFusedStep<Act, at::BFloat16>>(w_hh, B); break;
+            default: fused_.template emplace<BrgemmFusedStep<Act, at::Half>>(w_hh, B); break;
+          }
+          break;
+        }
+        [[fallthrough]];
+      default: gemm_ = std::make_unique<CpuStepGemm>(e, w_hh, B, T); break;
+    }
+  }
+
+  // Chosen for the layer call and counted. proj: the layer has a projection
+  // (w_hh is then (4H, P)).
+  static std::unique_ptr<CpuForwardStep> choose(const at::Tensor& w_hh, int64_t T, int64_t B,
+                                                bool proj) {
+    const int64_t H = w_hh.size(0) / 4, P = w_hh.size(1);
+    auto engines = CpuStepGemm::engines(w_hh, B, T);
+    if (!proj && SmallBatchStep<Act>::usable(T, B, H, proj, w_hh.scalar_type())) {
+      engines.insert(engines.begin(), CpuEngine::SmallBatch);
+    }
+    const auto opts = w_hh.options();
+    const EngineKey key{true, w_hh.scalar_type(), B, 4 * H, P, proj};
+    auto s = chosen_engine<CpuForwardStep>(
+        key, engines, [&](CpuEngine e) { return std::make_unique<CpuForwardStep>(e, w_hh, T, B); },
+        [&] {
+          const auto h = timing_operand({B, P}, opts), gates = timing_operand({B, 4 * H}, opts),
+                     c = timing_operand({B, H}, opts), out = timing_operand({B, H}, opts);
+          return [=](CpuForwardStep& f) {
+            AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, h.scalar_type(), "time_step", [&] {
+              auto* g = gates.data_ptr<scalar_t>();
+              auto* cp = c.data_ptr<scalar_t>();
+              auto* hp = out.data_ptr<scalar_t>();
+              if (f.fused()) {
+                f.template step<scalar_t>(B, h.data_ptr<scalar_t>(), g, nullptr, cp, hp, nullptr,
+                                          nullptr, false);
+              } else {
+                f.gemm().accumulate(gates, h, B);
+                Act::template forward<scalar_t>(B, H, g, nullptr, nullptr, cp, cp, hp, nullptr,
+                                                nullptr);
+              }
+            });
+          };
+        });
+    count_cpu_engine(s->engine());
+    return s;
+  }
+
+  CpuEngine engine() const { return engine_; }
+  bool fused() const { return !gemm_; }
+  CpuStepGemm& gemm() { return *gemm_; }
+
+  // A fused step (fused() only); arguments as SmallBatchStep::step.
+  template <typename scalar_t>
+  void step(int64_t n, const scalar_t* h_prev, scalar_t* gates, const scalar_t* bias,
+            scalar_t* c, scalar_t* h_out, scalar_t* h_copy, scalar_t* c_copy,
+            bool keep_gates) const {
+    std::visit(
+        [&](const auto& f) {
+          using F = std::decay_t<decltype(f)>;
+          if constexpr (std::is_same_v<F, SmallBatchStep<Act>> && std::is_same_v<scalar_t, float>) {
+            f.step(n, h_prev, gates, bias, c, h_out, h_copy, c_copy, keep_gates);
+          } else if constexpr (std::is_same_v<F, BrgemmFusedStep<Act, scalar_t>>) {
+            f.step(n, h_prev, gates, bias, c, h_out, h_copy, c_copy, keep_gates);
+          } else {
+            TORCH_CHECK(false, "lstm_fused: no fused CPU step of this type was built");
+          }
+        },
+        fused_);
+  }
+
+ private:
+  static bool fused_onednn(const at::Tensor& w_hh) {
+    const int64_t H = w_hh.size(0) / 4;
+    return w_hh.size(1) == H &&
+           BrgemmFusedStep<Act, float>::usable(H, false, w_hh.scalar_type());
+  }
+
+  CpuEngine engine_;
+  std::variant<std::monostate, SmallBatchStep<Act>, BrgemmFusedStep<Act, float>,
+               BrgemmFusedStep<Act, at::BFloat16>, BrgemmFusedStep<Act, at::Half>>
+      fused_;
+  std::unique_ptr<CpuStepGemm> gemm_;
+};
+
+}  // namespace lstm_fused

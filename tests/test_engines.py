@@ -1,0 +1,135 @@
+"""Every CPU engine of the recurrence, forced in turn, in every dtype it
+takes, against torch.nn.LSTM and a float64 run of it: padded and packed
+batches, both directions, a projection, with gradients. Each test asserts
+from the engine counters that the forced engine ran (forward steps and
+backward products are counted per layer call)."""
+import pytest
+import torch
+
+import lstm_fused
+from conftest import assert_close_to_reference, make_pair
+from test_packed import run_packed
+from test_small_batch import NAMES, outputs_and_grads
+
+GEMM_ENGINES = ["mkl", "onednn", "aten"]
+DTYPES = [torch.float32, torch.bfloat16, torch.float16]
+
+
+def ran(engine, before):
+    return lstm_fused.cpu_engine_counts()[engine] - before[engine]
+
+
+def check(got, theirs, want, names, dtype):
+    for name, a, b, r in zip(names, got, theirs, want):
+        assert_close_to_reference(a, b, r, dtype, name)
+
+
+@pytest.fixture
+def engine(request):
+    with lstm_fused.use_cpu_engine(request.param):
+        yield request.param
+
+
+def skip_unless_available(engine, dtype):
+    if not lstm_fused.cpu_engine_available(engine, dtype):
+        pytest.skip(f"the {engine} engine does not run {dtype} on this CPU")
+
+
+@pytest.mark.parametrize("engine", GEMM_ENGINES, indirect=True)
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize(
+    "kw", [dict(), dict(bidirectional=True, num_layers=2), dict(proj_size=16)],
+    ids=["plain", "bidir-2layer", "proj"])
+def test_padded(engine, dtype, kw):
+    skip_unless_available(engine, dtype)
+    H, D, L = 32, 2 if kw.get("bidirectional") else 1, kw.get("num_layers", 1)
+    P = kw.get("proj_size", H)
+    ref, ours, ref64 = make_pair(dtype, input_size=24, hidden_size=H, **kw)
+    x = torch.randn(12, 8, 24, dtype=torch.float64)  # 96 rows: prepared weights
+    hx = (torch.randn(D * L, 8, P, dtype=torch.float64), torch.randn(D * L, 8, H, dtype=torch.float64))
+    before = lstm_fused.cpu_engine_counts()
+    got = outputs_and_grads(ours, x, hx, True, dtype)
+    # one forward step and one backward product per layer and direction
+    assert ran(engine, before) == 2 * D * L, lstm_fused.cpu_engine_counts()
+    theirs = outputs_and_grads(ref, x, hx, True, dtype)
+    want = outputs_and_grads(ref64, x, hx, True, torch.float64)
+    check(got, theirs, want, NAMES + [n for n, _ in ours.named_parameters()], dtype)
+
+
+@pytest.mark.parametrize("engine", GEMM_ENGINES, indirect=True)
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_packed(engine, dtype, bidirectional):
+    skip_unless_available(engine, dtype)
+    lengths = [3, 19, 1, 16, 6]
+    ref, ours, ref64 = make_pair(dtype, input_size=7, hidden_size=32, bidirectional=bidirectional)
+    B, T, D = len(lengths), max(lengths), 2 if bidirectional else 1
+    x = torch.randn(T, B, 7, dtype=torch.float64)
+    hx = (torch.randn(D, B, 32, dtype=torch.float64), torch.randn(D, B, 32, dtype=torch.float64))
+    before = lstm_fused.cpu_engine_counts()
+    got, _ = run_packed(ours, x, lengths, hx, dtype, False)
+    assert ran(engine, before) == 2 * D
+    theirs, _ = run_packed(ref, x, lengths, hx, dtype, False)
+    want, _ = run_packed(ref64, x, lengths, hx, torch.float64, False)
+    check(got, theirs, want, NAMES + [n for n, _ in ours.named_parameters()], dtype)
+
+
+@pytest.mark.parametrize("engine", ["small_batch"], indirect=True)
+def test_small_batch_runs_when_forced(engine):
+    skip_unless_available(engine, torch.float32)
+    ref, ours, ref64 = make_pair(torch.float32, input_size=7, hidden_size=32)
+    x = torch.randn(20, 4, 7, dtype=torch.float64)
+    hx = (torch.randn(1, 4, 32, dtype=torch.float64), torch.randn(1, 4, 32, dtype=torch.float64))
+    before = lstm_fused.cpu_engine_counts()
+    got = outputs_and_grads(ours, x, hx, False, torch.float32)
+    assert ran("small_batch", before) == 1
+    check(got, outputs_and_grads(ref, x, hx, False, torch.float32),
+          outputs_and_grads(ref64, x, hx, False, torch.float64), NAMES, torch.float32)
+
+
+def test_pinned_engine_that_cannot_run_falls_back():
+    """small_batch takes float32 only: pinned for bfloat16 the call still runs,
+    on another engine, and says which."""
+    ref, ours, ref64 = make_pair(torch.bfloat16, input_size=7, hidden_size=32)
+    x = torch.randn(20, 4, 7, dtype=torch.float64)
+    with lstm_fused.use_cpu_engine("small_batch"):
+        before = lstm_fused.cpu_engine_counts()
+        with torch.no_grad():
+            out, _ = ours(x.bfloat16())
+        assert ran("small_batch", before) == 0
+        assert sum(ran(e, before) for e in GEMM_ENGINES) == 1
+    with torch.no_grad():
+        want, _ = ref64(x)
+    assert_close_to_reference(out, ref(x.bfloat16())[0], want, torch.bfloat16, "output")
+
+
+def test_auto_choice_is_timed_once_and_cached():
+    torch.ops.lstm_fused._cpu_clear_engine_choices()
+    ours = lstm_fused.LSTM(16, 48)
+    x = torch.randn(10, 7, 16)
+    with torch.no_grad():
+        first, _ = ours(x)
+        choices = lstm_fused.cpu_engine_choices()
+        second, _ = ours(x)
+    assert any("forward step Float B=7 N=192 K=48" in c for c in choices), choices
+    assert lstm_fused.cpu_engine_choices() == choices
+    assert torch.equal(first, second)
+
+
+def test_deterministic_algorithms_fix_the_choice():
+    torch.ops.lstm_fused._cpu_clear_engine_choices()
+    ours = lstm_fused.LSTM(16, 48)
+    x = torch.randn(10, 7, 16)
+    torch.use_deterministic_algorithms(True)
+    try:
+        with torch.no_grad():
+            ours(x)
+    finally:
+        torch.use_deterministic_algorithms(False)
+    assert lstm_fused.cpu_engine_choices() == []
+
+
+def test_set_cpu_engine_rejects_unknown_names():
+    with pytest.raises(ValueError, match="CPU engine must be one of"):
+        lstm_fused.set_cpu_engine("blas")
+    assert lstm_fused.get_cpu_engine() == "auto"
