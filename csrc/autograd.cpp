@@ -7,6 +7,9 @@
 #include <torch/autograd.h>
 #include <torch/library.h>
 
+#include <algorithm>
+#include <vector>
+
 #include "reference.h"
 
 namespace lstm_fused {
@@ -26,17 +29,26 @@ std::optional<Tensor> as_opt(const Tensor& t) {
   return t.defined() ? std::optional<Tensor>(t) : std::nullopt;
 }
 
+// Which of `inputs` (undefined ones included, as positions) need a gradient:
+// needs_input_grad counts only the tensor arguments that were given.
+std::vector<bool> needed_grads(const variable_list& inputs, AutogradContext* ctx) {
+  std::vector<bool> need(inputs.size(), false);
+  size_t edge = 0;
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    if (inputs[i].defined()) need[i] = ctx->needs_input_grad(edge++);
+  }
+  return need;
+}
+
 // Gradients of `outputs` against `grads` for each of `inputs` that needs one,
 // themselves differentiable (create_graph). Undefined where not needed.
 variable_list differentiable_vjp(const variable_list& outputs, const variable_list& grads,
                                  const variable_list& inputs, AutogradContext* ctx) {
   variable_list wrt;
   std::vector<size_t> where;
-  // needs_input_grad counts only the tensor arguments that were given.
-  size_t edge = 0;
+  const auto need = needed_grads(inputs, ctx);
   for (size_t i = 0; i < inputs.size(); ++i) {
-    if (!inputs[i].defined()) continue;
-    if (ctx->needs_input_grad(edge++) && inputs[i].requires_grad()) {
+    if (need[i] && inputs[i].requires_grad()) {
       wrt.push_back(inputs[i]);
       where.push_back(i);
     }
@@ -105,19 +117,26 @@ class LayerFunction : public torch::autograd::Function<LayerFunction> {
                 const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&,
                 const Tensor&, const Tensor&, const Tensor&, const std::optional<Tensor>&,
                 const std::optional<Tensor>&, const Tensor&, const Tensor&, const Tensor&, bool,
-                bool)>();
+                bool, bool, bool)>();
     const bool has_bias = b_ih.defined();
+    // Like cuDNN's output mask: no dx GEMM for an input that needs no
+    // gradient (a first layer on raw features), no weight GEMMs for frozen
+    // weights.
+    const auto need = needed_grads({input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr}, ctx);
+    const bool need_input = need[0];
+    const bool need_weights = std::any_of(need.begin() + 3, need.end(), [](bool b) { return b; });
     auto [gi, gh0, gc0, gwi, gwh, gb, gwr] =
         op.call(g[0], g[1], g[2], input, h0, c0, w_ih, w_hh, as_opt(w_hr), lengths, out, gates,
-                cells, has_bias, reverse);
-    return {gi,
+                cells, has_bias, reverse, need_input, need_weights);
+    auto asked = [](bool need, const Tensor& t) { return need ? t : Tensor(); };
+    return {asked(need_input, gi),
             gh0,
             gc0,
-            gwi,
-            gwh,
-            has_bias ? gb : Tensor(),
-            has_bias ? gb : Tensor(),
-            w_hr.defined() ? gwr : Tensor(),
+            asked(need_weights, gwi),
+            asked(need_weights, gwh),
+            asked(need_weights && has_bias, gb),
+            asked(need_weights && has_bias, gb),
+            asked(need_weights && w_hr.defined(), gwr),
             Tensor(),
             Tensor(),
             Tensor()};

@@ -25,11 +25,14 @@ TORCH_LIBRARY(lstm_fused, m) {
       "Tensor? b_ih, Tensor? b_hh, Tensor? w_hr, Tensor? lengths, bool reverse, "
       "bool need_grad) -> (Tensor output, Tensor h_n, Tensor c_n, Tensor gates, Tensor cells)");
   // grad_bias is (4H) (the gradient of b_ih and of b_hh alike), empty when
-  // has_bias is false; grad_w_hr is empty when w_hr is None.
+  // has_bias is false; grad_w_hr is empty when w_hr is None. Only the
+  // gradients asked for are computed: grad_input is empty unless
+  // need_input_grad, the weight and bias gradients unless need_weight_grad.
   m.def(
       "lstm_layer_backward(Tensor grad_output, Tensor grad_hn, Tensor grad_cn, "
       "Tensor input, Tensor h0, Tensor c0, Tensor w_ih, Tensor w_hh, Tensor? w_hr, "
       "Tensor? lengths, Tensor output, Tensor gates, Tensor cells, bool has_bias, "
-      "bool reverse) -> (Tensor grad_input, Tensor grad_h0, Tensor grad_c0, "
-      "Tensor grad_w_ih, Tensor grad_w_hh, Tensor grad_bias, Tensor grad_w_hr)");
+      "bool reverse, bool need_input_grad=True, bool need_weight_grad=True) -> "
+      "(Tensor grad_input, Tensor grad_h0, Tensor grad_c0, Tensor grad_w_ih, "
+      "Tensor grad_w_hh, Tensor grad_bias, Tensor grad_w_hr)");
 }

@@ -64,15 +64,18 @@ def _layer_fake(input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths, reverse, n
 
 @torch.library.register_fake("lstm_fused::lstm_layer_backward")
 def _layer_backward_fake(grad_output, grad_hn, grad_cn, input, h0, c0, w_ih, w_hh, w_hr, lengths,
-                         output, gates, cells, has_bias, reverse):
-    bias = input.new_empty((w_ih.shape[0],)) if has_bias else input.new_empty((0,))
-    whr = torch.empty_like(w_hr) if w_hr is not None else input.new_empty((0,))
+                         output, gates, cells, has_bias, reverse, need_input_grad=True,
+                         need_weight_grad=True):
+    def asked(need, like):
+        return torch.empty_like(like) if need else input.new_empty((0,))
+
+    bias = input.new_empty((w_ih.shape[0],)) if has_bias and need_weight_grad else input.new_empty((0,))
     return (
-        torch.empty_like(input),
+        asked(need_input_grad, input),
         torch.empty_like(h0),
         torch.empty_like(c0),
-        torch.empty_like(w_ih),
-        torch.empty_like(w_hh),
+        asked(need_weight_grad, w_ih),
+        asked(need_weight_grad, w_hh),
         bias,
-        whr,
+        asked(need_weight_grad and w_hr is not None, w_hr) if w_hr is not None else input.new_empty((0,)),
     )

@@ -255,7 +255,8 @@ std::optional<LayerGrads> persistent_layer_backward(
     const cuda::PersistentPlan& plan, const LayerDims& d, const Tensor& grad_output,
     const Tensor& grad_hn, const Tensor& grad_cn, const Tensor& input, const Tensor& h0,
     const Tensor& c0, const Tensor& w_ih, const Tensor& w_hh, const Tensor& output,
-    const Tensor& gates, const Tensor& cells, bool has_bias, bool reverse) {
+    const Tensor& gates, const Tensor& cells, bool has_bias, bool reverse, bool need_input_grad,
+    bool need_weight_grad) {
   const auto opts = input.options();
   auto dgates = buffer({d.T, d.B, 4 * d.H}, opts);
   auto grad_h0 = buffer({d.B, d.H}, opts);
@@ -282,7 +283,8 @@ std::optional<LayerGrads> persistent_layer_backward(
   // driver's tail; every step's h_{t-1} is output shifted by one, h0 first).
   const auto n_active = active_rows(std::nullopt, d.T, d.B);
   auto [grad_input, grad_w_ih, grad_w_hh, grad_bias] =
-      gradient_gemms(dgates, input, output, h0, w_ih, n_active, has_bias, reverse);
+      gradient_gemms(dgates, input, output, h0, w_ih, n_active, has_bias, reverse,
+                     need_input_grad, need_weight_grad);
   return LayerGrads{grad_input, grad_h0, grad_c0, grad_w_ih, grad_w_hh, grad_bias,
                     at::empty({0}, opts)};
 }
@@ -293,7 +295,7 @@ LayerGrads layer_backward_cuda(const Tensor& grad_output, const Tensor& grad_hn,
                                const std::optional<Tensor>& w_hr,
                                const std::optional<Tensor>& lengths, const Tensor& output,
                                const Tensor& gates, const Tensor& cells, bool has_bias,
-                               bool reverse) {
+                               bool reverse, bool need_input_grad, bool need_weight_grad) {
   const c10::cuda::CUDAGuard guard(input.device());
   const auto d = check_layer_args(input, h0, c0, w_ih, w_hh, std::nullopt, std::nullopt, w_hr,
                                   lengths);
@@ -319,13 +321,14 @@ LayerGrads layer_backward_cuda(const Tensor& grad_output, const Tensor& grad_hn,
     if (plan.ok) {
       if (auto r = persistent_layer_backward(plan, d, grad_output, grad_hn, grad_cn, input, h0,
                                              c0, w_ih, w_hh, output, gates, cells, has_bias,
-                                             reverse)) {
+                                             reverse, need_input_grad, need_weight_grad)) {
         return *r;
       }
     }
   }
   return layer_backward<CudaPointwise>(grad_output, grad_hn, grad_cn, input, h0, c0, w_ih, w_hh,
-                                       w_hr, lengths, output, gates, cells, has_bias, reverse);
+                                       w_hr, lengths, output, gates, cells, has_bias, reverse,
+                                       need_input_grad, need_weight_grad);
 }
 
 // ------------------------------------------------------- introspection
