@@ -7,10 +7,10 @@
 #include <ATen/cpu/vec/functional.h>
 #include <ATen/cpu/vec/vec.h>
 #include <ATen/OpMathType.h>
+#include <ATen/cpu/Utils.h>
 
 #include <cmath>
-#include <fstream>
-#include <string>
+#include <utility>
 #include <type_traits>
 
 #include "host_pool.h"
@@ -26,31 +26,33 @@ struct CpuPointwise {
   static at::Tensor empty(at::IntArrayRef sizes, const at::TensorOptions& opts) {
     return pooled_empty(sizes, opts);
   }
-  // The large GEMMs (input projection, gradients). Without matrix units
-  // (AMX), the library's bfloat16/float16 GEMM runs 25-40% slower than
-  // converting to float and running the float GEMM; the products of 16-bit
-  // values are exact in float and the sums accumulate in float either way.
+  // The large GEMMs (input projection, gradients). Without dot-product
+  // instructions for the 16-bit type (AMX or AVX-512's BF16/FP16 sets), the
+  // library's bfloat16/float16 GEMM runs 25-40% slower than converting to
+  // float and running the float GEMM; the products of 16-bit values are exact
+  // in float and the sums accumulate in float either way.
   static void mm_out(at::Tensor& out, const at::Tensor& a, const at::Tensor& b) {
     const auto t = out.scalar_type();
-    if ((t == at::kBFloat16 || t == at::kHalf) && !has_amx()) {
+    if ((t == at::kBFloat16 || t == at::kHalf) && !native_16bit_dot(t)) {
       out.copy_(at::mm(a.to(at::kFloat), b.to(at::kFloat)));
     } else {
       at::mm_out(out, a, b);
     }
   }
 
-  // Whether the CPU has AMX's bfloat16 tiles (read once from /proc/cpuinfo;
-  // false where there is none to read).
-  static bool has_amx() {
-    static const bool amx = [] {
-      std::ifstream cpuinfo("/proc/cpuinfo");
-      std::string line;
-      while (std::getline(cpuinfo, line)) {
-        if (line.rfind("flags", 0) == 0) return line.find(" amx_bf16") != std::string::npos;
-      }
-      return false;
+  // Whether the CPU multiplies `t` (bfloat16 or float16) natively, as torch's
+  // CPU detection (cpuinfo) reports it; read once.
+  static bool native_16bit_dot(at::ScalarType t) {
+    static const auto has = [] {
+      const auto caps = at::cpu::get_cpu_capabilities();
+      auto flag = [&](const char* name) {
+        const auto it = caps.find(name);
+        return it != caps.end() && it->second.isBool() && it->second.toBool();
+      };
+      return std::pair<bool, bool>{flag("amx_bf16") || flag("avx512_bf16"),
+                                   flag("amx_fp16") || flag("avx512_fp16")};
     }();
-    return amx;
+    return t == at::kBFloat16 ? has.first : has.second;
   }
 
   // Below this many elements per call, threading costs more than it saves.
