@@ -38,11 +38,12 @@ def skip_unless_available(engine, dtype):
 @pytest.mark.parametrize("engine", GEMM_ENGINES, indirect=True)
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize(
-    "kw", [dict(), dict(bidirectional=True, num_layers=2), dict(proj_size=16)],
+    "H,kw", [(64, dict()), (48, dict(bidirectional=True, num_layers=2)), (32, dict(proj_size=16))],
     ids=["plain", "bidir-2layer", "proj"])
-def test_padded(engine, dtype, kw):
+def test_padded(engine, dtype, H, kw):
+    """H = 64, 48, 32: groups of 64, 16 and 32 units in the fused step."""
     skip_unless_available(engine, dtype)
-    H, D, L = 32, 2 if kw.get("bidirectional") else 1, kw.get("num_layers", 1)
+    D, L = 2 if kw.get("bidirectional") else 1, kw.get("num_layers", 1)
     P = kw.get("proj_size", H)
     ref, ours, ref64 = make_pair(dtype, input_size=24, hidden_size=H, **kw)
     x = torch.randn(12, 8, 24, dtype=torch.float64)  # 96 rows: prepared weights

@@ -169,10 +169,16 @@ class BrgemmStepGemm {
   at::Tensor scratch_;
 };
 
-// The fused forward step: each block's product and the cell update of its nb
-// units in one pass, while the block's pre-activations are still in L1; no
+// The fused forward step: each group's product and the cell update of its
+// units in one pass, while the group's pre-activations are still in L1; no
 // separate pointwise pass, one fork-join per step. Same interface as
 // SmallBatchStep::step, any of the engine's types.
+//
+// A group is up to 64 hidden units (several brgemm blocks: VNNI packing takes
+// at most 64 columns, 16 units of 4 gates), so that each row of the cell
+// update reads and writes whole cache lines of the gate, c and h rows; the
+// next row's lines are prefetched (rows are 4H elements apart, a page or more
+// at H >= 512, where the hardware prefetchers stop).
 template <class Activations, typename scalar_t>
 class BrgemmFusedStep {
  public:
@@ -183,11 +189,11 @@ class BrgemmFusedStep {
   // w_hh (4H, H), any strides; batch: the rows of the whole batch.
   BrgemmFusedStep(const at::Tensor& w_hh, int64_t batch)
       : H_(w_hh.size(1)),
-        // VNNI packing takes blocks of at most 64 columns: 16 units of 4 gates.
-        nb_(std::min<int64_t>(brgemm_block(H_), brgemm_support(w_hh.scalar_type()).vnni ? 16 : 32)),
+        group_(brgemm_block(H_)),
+        nb_(std::min<int64_t>(group_, brgemm_support(w_hh.scalar_type()).vnni ? 16 : 32)),
         batch_(batch),
         blocks_(w_hh, nb_, true, brgemm_support(w_hh.scalar_type()).vnni),
-        scratch_(at::empty({at::get_num_threads(), batch, 4 * nb_},
+        scratch_(at::empty({at::get_num_threads(), batch, 4 * group_},
                            w_hh.options().dtype(at::kFloat))) {}
 
   //   h_prev   (n, H)   h_{t-1}; must not alias any output
@@ -202,18 +208,31 @@ class BrgemmFusedStep {
             bool keep_gates) const {
     if (n == 0) return;
     using V = typename Activations::template MathVec<scalar_t>;
-    const int64_t H = H_, G = 4 * H_, nb = nb_, w = 4 * nb_;
-    at::parallel_for(0, blocks_.blocks(), blocks_.grain(n), [&](int64_t j0, int64_t j1) {
+    const int64_t H = H_, G = 4 * H_, nb = nb_, subs = group_ / nb_, w = 4 * group_;
+    const int64_t groups = H / group_, grain = std::max<int64_t>(1, blocks_.grain(n) / subs);
+    constexpr int64_t kLine = 64 / sizeof(scalar_t);
+    at::parallel_for(0, groups, grain, [&](int64_t j0, int64_t j1) {
       float* s = scratch_.data_ptr<float>() + at::get_thread_num() * batch_ * w;
       for (int64_t j = j0; j < j1; ++j) {
-        blocks_.run(j, n, h_prev, H, s, w, false);
+        // block k of the group: its 4 gates × nb units at columns k·4nb of s
+        for (int64_t k = 0; k < subs; ++k) {
+          blocks_.run(j * subs + k, n, h_prev, H, s + k * 4 * nb, w, false);
+        }
+        const int64_t u0 = j * group_;
         for (int64_t r = 0; r < n; ++r) {
-          for (int64_t v = 0; v < nb; v += V::size()) {
-            const int64_t u = j * nb + v, off = r * H + u;
+          if (r + 1 < n) {
+            for (int64_t l = 0; l < group_; l += kLine) {
+              for (int q = 0; q < 4; ++q) __builtin_prefetch(gates + (r + 1) * G + q * H + u0 + l);
+              __builtin_prefetch(c + (r + 1) * H + u0 + l);
+            }
+          }
+          for (int64_t v = 0; v < group_; v += V::size()) {
+            const int64_t u = u0 + v, off = r * H + u;
+            const float* sv = s + r * w + (v / nb) * 4 * nb + v % nb;
             scalar_t* g = gates + r * G + u;
             V pre[4];
             for (int q = 0; q < 4; ++q) {
-              pre[q] = V::loadu(s + r * w + q * nb + v) + Activations::vload(g + q * H);
+              pre[q] = V::loadu(sv + q * nb) + Activations::vload(g + q * H);
               if (bias) pre[q] = pre[q] + Activations::vload(bias + q * H + u);
             }
             Activations::cell_update(H, pre, keep_gates ? g : nullptr, c + off, c + off,
@@ -227,7 +246,7 @@ class BrgemmFusedStep {
   }
 
  private:
-  int64_t H_, nb_, batch_;
+  int64_t H_, group_, nb_, batch_;
   BrgemmBlocks<scalar_t> blocks_;
   at::Tensor scratch_;
 };
