@@ -134,3 +134,18 @@ def test_set_cpu_engine_rejects_unknown_names():
     with pytest.raises(ValueError, match="CPU engine must be one of"):
         lstm_fused.set_cpu_engine("blas")
     assert lstm_fused.get_cpu_engine() == "auto"
+
+
+def test_choosing_an_engine_leaves_the_random_stream_alone():
+    """The first call of a kind times the engines on operands of its own: the
+    user's random stream after it is the same as without the call."""
+    torch.ops.lstm_fused._cpu_clear_engine_choices()
+    ours = lstm_fused.LSTM(16, 80)
+    x = torch.randn(10, 9, 16)
+    torch.manual_seed(7)
+    with torch.no_grad():
+        ours(x)
+    assert any("B=9 N=320" in c for c in lstm_fused.cpu_engine_choices())
+    after = torch.randn(4)
+    torch.manual_seed(7)
+    assert torch.equal(torch.randn(4), after)

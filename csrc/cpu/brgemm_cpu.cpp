@@ -1,5 +1,6 @@
 // The probe behind brgemm_support: one small product per type, once.
 #include "brgemm_cpu.h"
+#include "recurrence_cpu.h"
 
 #include <c10/util/Exception.h>
 
@@ -16,7 +17,8 @@ BrgemmSupport probe() {
   s.vnni = dtype != at::kFloat && at::native::cpublas::could_pack(dtype);
   try {
     // Non-trivial sizes: two blocks of 16 columns, K = 32, three rows.
-    const auto w = at::randn({32, 32}).to(dtype), a = at::randn({3, 32}).to(dtype);
+    const auto w = timing_operand({32, 32}, at::TensorOptions().dtype(dtype));
+    const auto a = timing_operand({3, 32}, at::TensorOptions().dtype(dtype));
     BrgemmBlocks<scalar_t> blocks(w, 16, false, s.vnni);
     auto c = at::full({3, 32}, std::numeric_limits<float>::quiet_NaN());
     for (int64_t j = 0; j < blocks.blocks(); ++j) {

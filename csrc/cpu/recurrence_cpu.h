@@ -7,6 +7,7 @@
 //                            projection) or a CpuStepGemm the driver follows
 //                            with its pointwise pass
 #include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
 
 #include <algorithm>
 #include <functional>
@@ -41,9 +42,11 @@ class LibraryStepGemm {
   at::Tensor w_t_;
 };
 
-// Random operands of a call's shapes, to time candidates on.
+// Random operands of a call's shapes, to time candidates on; from a generator
+// of their own, so that the user's random stream is not touched.
 inline at::Tensor timing_operand(at::IntArrayRef sizes, const at::TensorOptions& opts) {
-  return (at::randn(sizes, opts.dtype(at::kFloat)) * 0.1).to(opts.dtype());
+  const auto gen = at::make_generator<at::CPUGeneratorImpl>(/*seed_in=*/1);
+  return (at::randn(sizes, gen, opts.dtype(at::kFloat)) * 0.1).to(opts.dtype());
 }
 
 // The engine settled or timed for `key` among `engines`, built by
