@@ -5,7 +5,7 @@ which traces with torch.export, or ``dynamo=False``, which traces with
 torch.jit.trace), functional.py routes the layers here instead of to the
 compiled ops, which no ONNX runtime knows. Each layer of the stack becomes one
 standard ONNX ``LSTM`` node (both directions in one node, ``sequence_lens``
-from ``lengths=``/PackedSequence); the gate rows are reordered from torch's
+from ``lengths=``); the gate rows are reordered from torch's
 (i, f, g, o) to ONNX's (i, o, f, c) by Slice/Concat on the weights, which the
 exporters fold into the initializers. ONNX's LSTM has no projection, so a layer
 with ``proj_size`` is exported as plain ONNX ops (MatMul, Sigmoid, Tanh, ...)

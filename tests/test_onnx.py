@@ -129,7 +129,7 @@ class WithLengths(torch.nn.Module):
     def forward(self, x, lengths):
         weights = [getattr(self.lstm, n) for n in self.lstm._flat_weights_names]
         return lstm_fused.lstm(x, weights, num_layers=self.lstm.num_layers, bidirectional=self.lstm.bidirectional,
-                               batch_first=True, lengths=lengths)
+                               batch_first=True, proj_size=self.lstm.proj_size, lengths=lengths)
 
 
 @pytest.mark.parametrize("dynamo", EXPORTERS)
@@ -142,6 +142,22 @@ def test_lengths_export_as_sequence_lens(tmp_path, dynamo):
                             {"x": {0: "B", 1: "T"}, "lengths": {0: "B"}}, dynamo, tmp_path / "m.onnx")
     assert nodes.count("LSTM") == 2, nodes
     for lengths, T in (([7, 4, 2], 7), ([3, 9, 1, 9], 9)):
+        args = (torch.randn(len(lengths), T, I), torch.tensor(lengths))
+        with torch.no_grad():
+            want = flat(model(*args))
+        for g, w in zip(run(session, names, args), want):
+            torch.testing.assert_close(g, w, **TOL)
+
+
+@pytest.mark.parametrize("dynamo", EXPORTERS)
+def test_lengths_with_proj_size_export(tmp_path, dynamo):
+    """proj_size's plain ops mask the steps past each sequence's end as the kernels do."""
+    I, H, T = 4, 6, 5
+    model = WithLengths(lstm_fused.LSTM(I, H, bidirectional=True, batch_first=True, proj_size=2).eval())
+    names = ["x", "lengths"]
+    session, _ = export(model, (torch.randn(3, T, I), torch.tensor([5, 3, 1])), names,
+                        {"x": {0: "B"}, "lengths": {0: "B"}}, dynamo, tmp_path / "m.onnx")
+    for lengths in ([5, 3, 1], [2, 5, 4, 1]):
         args = (torch.randn(len(lengths), T, I), torch.tensor(lengths))
         with torch.no_grad():
             want = flat(model(*args))
