@@ -41,9 +41,21 @@ def run(session, names, args):
 
 
 def flat(out):
-    """(output, (h_n, c_n)) or (h, c) -> a flat list of tensors."""
+    """output, (output, (h_n, c_n)) or (h, c) -> a flat list of tensors."""
+    if isinstance(out, torch.Tensor):
+        return [out]
     y, rest = out
     return [y, *rest] if isinstance(rest, tuple) else [y, rest]
+
+
+def check(session, names, model, args, where=""):
+    """The exported model's outputs in onnxruntime against the module's in eager mode."""
+    with torch.no_grad():
+        want = flat(model(*args))
+    got = run(session, names, args)
+    assert len(got) == len(want)
+    for i, (g, w) in enumerate(zip(got, want)):
+        torch.testing.assert_close(g, w, **TOL, msg=lambda m: f"output {i}{where}: {m}")
 
 
 class WithState(torch.nn.Module):
@@ -94,12 +106,7 @@ def test_lstm_export(tmp_path, dynamo, L, bidir, batch_first, state, bias):
     assert nodes.count("LSTM") == L, nodes
     for B, T in [(3, 6), (1, 2), (5, 11)]:
         args = sample(B, T)
-        with torch.no_grad():
-            want = flat(model(*args))
-        got = run(session, names, args)
-        assert len(got) == 3
-        for g, w, what in zip(got, want, ("output", "h_n", "c_n")):
-            torch.testing.assert_close(g, w, **TOL, msg=lambda m: f"{what} at B={B}, T={T}: {m}")
+        check(session, names, model, args, f" (output, h_n, c_n) at B={B}, T={T}")
 
 
 @pytest.mark.parametrize("dynamo", EXPORTERS)
@@ -115,10 +122,7 @@ def test_lstm_proj_size_export(tmp_path, dynamo):
     assert "LSTM" not in nodes
     for B in (2, 4):
         args = sample(B)
-        with torch.no_grad():
-            want = flat(model(*args))
-        for g, w in zip(run(session, names, args), want):
-            torch.testing.assert_close(g, w, **TOL)
+        check(session, names, model, args, f" at B={B}")
 
 
 class WithLengths(torch.nn.Module):
@@ -133,36 +137,21 @@ class WithLengths(torch.nn.Module):
 
 
 @pytest.mark.parametrize("dynamo", EXPORTERS)
-def test_lengths_export_as_sequence_lens(tmp_path, dynamo):
-    """lengths= becomes the ONNX LSTM's sequence_lens, in any order."""
+@pytest.mark.parametrize("proj", [0, 2])
+def test_lengths_export(tmp_path, dynamo, proj):
+    """lengths= becomes the ONNX LSTM's sequence_lens, in any order; with
+    proj_size the plain ops mask the steps past each sequence's end."""
     I, H = 4, 6
-    model = WithLengths(lstm_fused.LSTM(I, H, num_layers=2, bidirectional=True, batch_first=True).eval())
+    model = WithLengths(lstm_fused.LSTM(I, H, num_layers=2, bidirectional=True, batch_first=True,
+                                        proj_size=proj).eval())
     names = ["x", "lengths"]
-    session, nodes = export(model, (torch.randn(3, 7, I), torch.tensor([7, 4, 2])), names,
-                            {"x": {0: "B", 1: "T"}, "lengths": {0: "B"}}, dynamo, tmp_path / "m.onnx")
-    assert nodes.count("LSTM") == 2, nodes
-    for lengths, T in (([7, 4, 2], 7), ([3, 9, 1, 9], 9)):
-        args = (torch.randn(len(lengths), T, I), torch.tensor(lengths))
-        with torch.no_grad():
-            want = flat(model(*args))
-        for g, w in zip(run(session, names, args), want):
-            torch.testing.assert_close(g, w, **TOL)
-
-
-@pytest.mark.parametrize("dynamo", EXPORTERS)
-def test_lengths_with_proj_size_export(tmp_path, dynamo):
-    """proj_size's plain ops mask the steps past each sequence's end as the kernels do."""
-    I, H, T = 4, 6, 5
-    model = WithLengths(lstm_fused.LSTM(I, H, bidirectional=True, batch_first=True, proj_size=2).eval())
-    names = ["x", "lengths"]
-    session, _ = export(model, (torch.randn(3, T, I), torch.tensor([5, 3, 1])), names,
-                        {"x": {0: "B"}, "lengths": {0: "B"}}, dynamo, tmp_path / "m.onnx")
-    for lengths in ([5, 3, 1], [2, 5, 4, 1]):
-        args = (torch.randn(len(lengths), T, I), torch.tensor(lengths))
-        with torch.no_grad():
-            want = flat(model(*args))
-        for g, w in zip(run(session, names, args), want):
-            torch.testing.assert_close(g, w, **TOL)
+    dynamic = {"x": {0: "B"} if proj else {0: "B", 1: "T"}, "lengths": {0: "B"}}
+    session, nodes = export(model, (torch.randn(3, 5, I), torch.tensor([5, 3, 1])), names, dynamic, dynamo,
+                            tmp_path / "m.onnx")
+    assert nodes.count("LSTM") == (0 if proj else 2), nodes
+    cases = [([5, 3, 1], 5), ([2, 5, 4, 1], 5)] + ([] if proj else [([3, 9, 1, 9], 9)])
+    for lengths, T in cases:
+        check(session, names, model, (torch.randn(len(lengths), T, I), torch.tensor(lengths)))
 
 
 @pytest.mark.parametrize("dynamo", EXPORTERS)
@@ -171,10 +160,7 @@ def test_unbatched_export(tmp_path, dynamo):
     session, _ = export(model, (torch.randn(5, 4),), ["x"], {"x": {0: "T"}}, dynamo, tmp_path / "m.onnx")
     for T in (5, 9):
         x = torch.randn(T, 4)
-        with torch.no_grad():
-            want = flat(model(x))
-        for g, w in zip(run(session, ["x"], (x,)), want):
-            torch.testing.assert_close(g, w, **TOL)
+        check(session, ["x"], model, (x,), f" at T={T}")
 
 
 class CellModel(torch.nn.Module):
@@ -197,10 +183,7 @@ def test_cell_export(tmp_path, dynamo, state, bias):
     assert nodes.count("LSTM") == 1, nodes
     for B in (3, 1, 6):
         args = sample(B)
-        with torch.no_grad():
-            want = model(*args)
-        for g, w in zip(run(session, names, args), want):
-            torch.testing.assert_close(g, w, **TOL)
+        check(session, names, model, args, f" at B={B}")
 
 
 @pytest.mark.parametrize("dynamo", EXPORTERS)
@@ -222,9 +205,7 @@ def test_model_mixing_layers_export(tmp_path, dynamo):
     session, _ = export(model, (torch.randint(0, 20, (2, 5)),), ["tokens"], {"tokens": {0: "B", 1: "T"}}, dynamo,
                         tmp_path / "m.onnx")
     tokens = torch.randint(0, 20, (4, 9))
-    with torch.no_grad():
-        want = model(tokens)
-    torch.testing.assert_close(run(session, ["tokens"], (tokens,))[0], want, **TOL)
+    check(session, ["tokens"], model, (tokens,))
 
 
 def test_training_dropout_refused(tmp_path):
