@@ -1,15 +1,24 @@
 """lstm_fused: fused LSTM kernels for PyTorch, a drop-in torch.nn.LSTM / LSTMCell."""
 from ._ops import ops
-from .config import (CPU_ENGINES, cpu_engine_available, cpu_engine_choices, cpu_engine_counts, get_cpu_engine,
-                     get_path, set_cpu_engine, set_path, use_cpu_engine, use_path)
+from .config import (CPU_ENGINES, cpu_engine_available, cpu_engine_choices, cpu_engine_counts,
+                     get_cpu_engine, get_path, set_cpu_engine, set_path, use_cpu_engine, use_path)
+from .convert import convert
 from .errors import LSTMArgumentError
 from .functional import lstm, lstm_cell
 from .modules import LSTM, LSTMCell
 
 __all__ = ["LSTM", "LSTMCell", "lstm", "lstm_cell", "ops", "get_path", "set_path", "use_path",
            "CPU_ENGINES", "get_cpu_engine", "set_cpu_engine", "use_cpu_engine",
-           "cpu_engine_available", "cpu_engine_counts", "cpu_engine_choices", "LSTMArgumentError", "cuda_compiled"]
+           "cpu_engine_available", "cpu_engine_counts", "cpu_engine_choices", "LSTMArgumentError",
+           "cuda_compiled", "convert", "safe_globals"]
 __version__ = "0.1.0"
+
+
+def safe_globals() -> list:
+    """The classes a pickled model holding lstm_fused modules needs allow-listed
+    for ``torch.load`` (``weights_only=True``, its default):
+    ``with torch.serialization.safe_globals(lstm_fused.safe_globals()): torch.load(path)``."""
+    return [LSTM, LSTMCell]
 
 
 def cuda_compiled() -> bool:

@@ -5,7 +5,7 @@ from typing import List, Optional, Sequence, Tuple
 import torch
 import torch.nn.functional as F
 
-from . import _reference
+from . import _reference, onnx_export
 from ._ops import ops
 from .errors import LSTMArgumentError
 
@@ -97,6 +97,8 @@ def _cell(input, hx, w_ih, w_hh, b_ih, b_hh):
     x, h, c, w_ih, w_hh, b_ih, b_hh = _autocast([x, h, c, w_ih, w_hh, b_ih, b_hh])
     if _under_func_transform():
         hy, cy = _reference.cell(x, h, c, w_ih, w_hh, b_ih, b_hh)
+    elif onnx_export.exporting():
+        hy, cy = onnx_export.lstm_cell(x, h, c, w_ih, w_hh, b_ih, b_hh)
     else:
         need = _needs_grad(x, h, c, w_ih, w_hh, b_ih, b_hh)
         hy, cy, _ = _cell_op(x, h, c, w_ih, w_hh, b_ih, b_hh, need)
@@ -146,9 +148,8 @@ def _layer_weights(weights, num_layers, num_directions, bias, proj_size):
     return groups
 
 
-def _sorted_lengths(lengths, T, B, batched):
-    """lengths as the op takes them (int64 on the CPU, non-increasing) and the
-    batch permutation that sorts them (None when already sorted)."""
+def _check_lengths(lengths, B, batched):
+    """lengths as a tensor, its shape and dtype checked (not its values)."""
     if not batched:
         _fail("lengths applies to batched (3-D) input only")
     lengths = torch.as_tensor(lengths)
@@ -156,7 +157,13 @@ def _sorted_lengths(lengths, T, B, batched):
         _fail(f"lengths must be a 1-D tensor of {B} sequence lengths (batch size), got shape {tuple(lengths.shape)}")
     if lengths.is_floating_point() or lengths.is_complex() or lengths.dtype == torch.bool:
         _fail(f"lengths must hold integers, got {lengths.dtype}")
-    lengths = lengths.to("cpu", torch.int64)
+    return lengths
+
+
+def _sorted_lengths(lengths, T, B, batched):
+    """lengths as the op takes them (int64 on the CPU, non-increasing) and the
+    batch permutation that sorts them (None when already sorted)."""
+    lengths = _check_lengths(lengths, B, batched).to("cpu", torch.int64)
     if B and (int(lengths.min()) < 1 or int(lengths.max()) > T):
         _fail(f"lengths must lie in [1, {T}] (the padded sequence length), got min {int(lengths.min())} "
               f"and max {int(lengths.max())}")
@@ -232,6 +239,12 @@ def lstm(
                       f"got {tuple(t.shape)}")
         if not batched:
             h0, c0 = h0.unsqueeze(1), c0.unsqueeze(1)
+    if onnx_export.exporting():
+        # ONNX's LSTM takes the lengths in any order; their values are the graph's input
+        if lengths is not None:
+            lengths = _check_lengths(lengths, B, batched)
+        output, hn, cn = onnx_export.lstm_layers(x, groups, h0, c0, lengths, num_layers, D, dropout, training)
+        return _batch_layout(output, hn, cn, batched, batch_first)
     order = None
     if lengths is not None:
         lengths, order = _sorted_lengths(lengths, x.shape[0], B, batched)
@@ -263,6 +276,11 @@ def lstm(
     if order is not None:
         inverse = torch.argsort(order).to(output.device)
         output, hn, cn = (t.index_select(1, inverse) for t in (output, hn, cn))
+    return _batch_layout(output, hn, cn, batched, batch_first)
+
+
+def _batch_layout(output, hn, cn, batched, batch_first):
+    """The stack's time-major results in the caller's layout."""
     if not batched:
         return output.squeeze(1), (hn.squeeze(1), cn.squeeze(1))
     if batch_first:
