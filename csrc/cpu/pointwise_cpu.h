@@ -9,6 +9,7 @@
 #include <ATen/OpMathType.h>
 #include <ATen/cpu/Utils.h>
 
+#include <algorithm>
 #include <cmath>
 #include <utility>
 #include <type_traits>
@@ -57,11 +58,6 @@ struct CpuPointwise {
 
   // Below this many elements per call, threading costs more than it saves.
   static constexpr int64_t kGrain = 4096;
-
-  template <typename T>
-  static T sigmoid(T x) {
-    return T(1) / (T(1) + std::exp(-x));
-  }
 
   // float uses ATen's polynomial exp (exp_u20, ~2 ulp), several times faster
   // than the Sleef exp/tanh; the activations stay within ~1e-7 of exact, far
@@ -125,12 +121,20 @@ struct CpuPointwise {
   }
 
   // Vectors of the math type (float for the 16-bit types), loaded from and
-  // stored to the tensor's own type.
+  // stored to the tensor's own type. A count below the vector width loads
+  // that many elements (the rest zero) or stores that many: the tail of a row
+  // runs the same code as the full vectors.
   template <typename scalar_t>
   using MathVec = at::vec::Vectorized<at::opmath_type<scalar_t>>;
 
   template <typename scalar_t>
-  static MathVec<scalar_t> vload(const scalar_t* p) {
+  static MathVec<scalar_t> vload(const scalar_t* p, int64_t count = MathVec<scalar_t>::size()) {
+    constexpr int64_t W = MathVec<scalar_t>::size();
+    if (count < W) {
+      scalar_t tail[W] = {};
+      std::copy(p, p + count, tail);
+      return vload(tail);
+    }
     if constexpr (std::is_same_v<scalar_t, at::opmath_type<scalar_t>>) {
       return MathVec<scalar_t>::loadu(p);
     } else {
@@ -141,36 +145,65 @@ struct CpuPointwise {
   }
 
   template <typename scalar_t>
-  static void vstore(const MathVec<scalar_t>& v, scalar_t* p) {
-    if constexpr (std::is_same_v<scalar_t, at::opmath_type<scalar_t>>) {
+  static void vstore(const MathVec<scalar_t>& v, scalar_t* p,
+                     int64_t count = MathVec<scalar_t>::size()) {
+    constexpr int64_t W = MathVec<scalar_t>::size();
+    if (count < W) {
+      scalar_t tail[W];
+      vstore(v, tail);
+      std::copy(tail, tail + count, p);
+    } else if constexpr (std::is_same_v<scalar_t, at::opmath_type<scalar_t>>) {
       v.store(p);
     } else {
-      at::vec::convert_from_float<scalar_t>(v, v).store(p, MathVec<scalar_t>::size());
+      at::vec::convert_from_float<scalar_t>(v, v).store(p, W);
     }
   }
 
-  // The cell update of one vector of units from their pre-activations (i, f,
-  // g, o): the activated gates to g (gate q at g + q·H; none when g is null),
-  // c_t and h_t to their destinations (the copies may be null). Every pointer
-  // starts at the vector's first unit.
+  // The cell update of `count` units (a vector or less) from their
+  // pre-activations (i, f, g, o): the activated gates to g (gate q at
+  // g + q·H; none when g is null), c_t and h_t to their destinations (the
+  // copies may be null). Every pointer starts at the first unit.
   template <typename scalar_t>
   static void cell_update(int64_t H, const MathVec<scalar_t> (&pre)[4], scalar_t* g,
                           const scalar_t* c_prev, scalar_t* c_out, scalar_t* h_out,
-                          scalar_t* h_copy, scalar_t* c_copy) {
+                          scalar_t* h_copy, scalar_t* c_copy,
+                          int64_t count = MathVec<scalar_t>::size()) {
     using V = MathVec<scalar_t>;
     const V i = vsigmoid(pre[0]), f = vsigmoid(pre[1]), gg = vtanh(pre[2]), o = vsigmoid(pre[3]);
-    const V cn = f * vload(c_prev) + i * gg;
+    const V cn = f * vload(c_prev, count) + i * gg;
     const V hn = o * vtanh(cn);
     if (g) {
-      vstore(i, g);
-      vstore(f, g + H);
-      vstore(gg, g + 2 * H);
-      vstore(o, g + 3 * H);
+      vstore(i, g, count);
+      vstore(f, g + H, count);
+      vstore(gg, g + 2 * H, count);
+      vstore(o, g + 3 * H, count);
     }
-    vstore(cn, c_out);
-    vstore(hn, h_out);
-    if (h_copy) vstore(hn, h_copy);
-    if (c_copy) vstore(cn, c_copy);
+    vstore(cn, c_out, count);
+    vstore(hn, h_out, count);
+    if (h_copy) vstore(hn, h_copy, count);
+    if (c_copy) vstore(cn, c_copy, count);
+  }
+
+  // Its backward for `count` units: dL/d(pre-activations) to dg (gate q at
+  // dg + q·H) and dL/dc_{t-1} to dc, from the activated gates g, c_t, c_{t-1},
+  // dL/dh_t (dh_a + dh_b; dh_b may be null) and dL/dc_t (dc on entry).
+  template <typename scalar_t>
+  static void cell_backward(int64_t H, const scalar_t* g, const scalar_t* c,
+                            const scalar_t* c_prev, const scalar_t* dh_a, const scalar_t* dh_b,
+                            scalar_t* dc, scalar_t* dg, int64_t count = MathVec<scalar_t>::size()) {
+    using V = MathVec<scalar_t>;
+    const V one(1);
+    const V i = vload(g, count), f = vload(g + H, count), gg = vload(g + 2 * H, count),
+            o = vload(g + 3 * H, count);
+    V dh = vload(dh_a, count);
+    if (dh_b) dh = dh + vload(dh_b, count);
+    const V tc = vtanh(vload(c, count));
+    const V dct = vload(dc, count) + dh * o * (one - tc * tc);
+    vstore(V(dct * gg * i * (one - i)), dg, count);
+    vstore(V(dct * vload(c_prev, count) * f * (one - f)), dg + H, count);
+    vstore(V(dct * i * (one - gg * gg)), dg + 2 * H, count);
+    vstore(V(dh * tc * o * (one - o)), dg + 3 * H, count);
+    vstore(V(dct * f), dc, count);
   }
 
  private:
@@ -178,39 +211,17 @@ struct CpuPointwise {
   static void forward_row(int64_t H, scalar_t* g, const scalar_t* b_ih, const scalar_t* b_hh,
                           const scalar_t* c_prev, scalar_t* c_out, scalar_t* h_out,
                           scalar_t* h_copy, scalar_t* c_copy) {
-    using acc_t = at::opmath_type<scalar_t>;
     using V = MathVec<scalar_t>;
-    constexpr int64_t W = V::size();
-    int64_t u = 0;
-    for (; u + W <= H; u += W) {
+    for (int64_t u = 0; u < H; u += V::size()) {
+      const int64_t count = std::min<int64_t>(V::size(), H - u);
       V pre[4];
       for (int k = 0; k < 4; ++k) {
-        pre[k] = vload(g + k * H + u);
-        if (b_ih) pre[k] = pre[k] + vload(b_ih + k * H + u);
-        if (b_hh) pre[k] = pre[k] + vload(b_hh + k * H + u);
+        pre[k] = vload(g + k * H + u, count);
+        if (b_ih) pre[k] = pre[k] + vload(b_ih + k * H + u, count);
+        if (b_hh) pre[k] = pre[k] + vload(b_hh + k * H + u, count);
       }
       cell_update(H, pre, g + u, c_prev + u, c_out + u, h_out + u, h_copy ? h_copy + u : nullptr,
-                  c_copy ? c_copy + u : nullptr);
-    }
-    for (; u < H; ++u) {
-      acc_t pre[4];
-      for (int k = 0; k < 4; ++k) {
-        pre[k] = acc_t(g[k * H + u]);
-        if (b_ih) pre[k] += acc_t(b_ih[k * H + u]);
-        if (b_hh) pre[k] += acc_t(b_hh[k * H + u]);
-      }
-      const acc_t i = sigmoid(pre[0]), f = sigmoid(pre[1]), gg = std::tanh(pre[2]),
-                  o = sigmoid(pre[3]);
-      const acc_t cn = f * acc_t(c_prev[u]) + i * gg;
-      const acc_t hn = o * std::tanh(cn);
-      g[u] = i;
-      g[H + u] = f;
-      g[2 * H + u] = gg;
-      g[3 * H + u] = o;
-      c_out[u] = cn;
-      h_out[u] = hn;
-      if (h_copy) h_copy[u] = hn;
-      if (c_copy) c_copy[u] = cn;
+                  c_copy ? c_copy + u : nullptr, count);
     }
   }
 
@@ -218,35 +229,10 @@ struct CpuPointwise {
   static void backward_row(int64_t H, const scalar_t* g, const scalar_t* c,
                            const scalar_t* c_prev, const scalar_t* dh_a, const scalar_t* dh_b,
                            scalar_t* dc, scalar_t* dg) {
-    using acc_t = at::opmath_type<scalar_t>;
     using V = MathVec<scalar_t>;
-    constexpr int64_t W = V::size();
-    const V one(1);
-    int64_t u = 0;
-    for (; u + W <= H; u += W) {
-      const V i = vload(g + u), f = vload(g + H + u), gg = vload(g + 2 * H + u),
-              o = vload(g + 3 * H + u);
-      V dh = vload(dh_a + u);
-      if (dh_b) dh = dh + vload(dh_b + u);
-      const V tc = vtanh(vload(c + u));
-      const V dct = vload(dc + u) + dh * o * (one - tc * tc);
-      vstore(V(dct * gg * i * (one - i)), dg + u);
-      vstore(V(dct * vload(c_prev + u) * f * (one - f)), dg + H + u);
-      vstore(V(dct * i * (one - gg * gg)), dg + 2 * H + u);
-      vstore(V(dh * tc * o * (one - o)), dg + 3 * H + u);
-      vstore(V(dct * f), dc + u);
-    }
-    for (; u < H; ++u) {
-      const acc_t i = g[u], f = g[H + u], gg = g[2 * H + u], o = g[3 * H + u];
-      acc_t dh = dh_a[u];
-      if (dh_b) dh += acc_t(dh_b[u]);
-      const acc_t tc = std::tanh(acc_t(c[u]));
-      const acc_t dct = acc_t(dc[u]) + dh * o * (1 - tc * tc);
-      dg[u] = dct * gg * i * (1 - i);
-      dg[H + u] = dct * acc_t(c_prev[u]) * f * (1 - f);
-      dg[2 * H + u] = dct * i * (1 - gg * gg);
-      dg[3 * H + u] = dh * tc * o * (1 - o);
-      dc[u] = dct * f;
+    for (int64_t u = 0; u < H; u += V::size()) {
+      cell_backward(H, g + u, c + u, c_prev + u, dh_a + u, dh_b ? dh_b + u : nullptr, dc + u,
+                    dg + u, std::min<int64_t>(V::size(), H - u));
     }
   }
 };
