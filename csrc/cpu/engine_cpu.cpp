@@ -23,7 +23,7 @@ namespace {
 std::atomic<int> g_pinned{static_cast<int>(CpuEngine::Auto)};
 std::array<std::atomic<int64_t>, static_cast<int>(CpuEngine::kCount)> g_counts{};
 
-using CacheKey = std::tuple<bool, int, int64_t, int64_t, int64_t, bool, int>;
+using CacheKey = std::tuple<int, int, int64_t, int64_t, int64_t, bool, int>;
 std::mutex g_mutex;
 std::map<CacheKey, CpuEngine> g_chosen;
 
@@ -59,7 +59,7 @@ void set_pinned_cpu_engine(CpuEngine e) { g_pinned.store(static_cast<int>(e), st
 void count_cpu_engine(CpuEngine e) { g_counts[static_cast<int>(e)].fetch_add(1, std::memory_order_relaxed); }
 
 static CacheKey cache_key(const EngineKey& key) {
-  return {key.forward, static_cast<int>(key.dtype), key.B, key.N, key.K, key.proj,
+  return {static_cast<int>(key.use), static_cast<int>(key.dtype), key.B, key.N, key.K, key.proj,
           at::get_num_threads()};
 }
 
@@ -97,13 +97,14 @@ std::vector<std::string> cpu_engine_names() {
   return {kCpuEngineNames.begin(), kCpuEngineNames.end()};
 }
 
-// The timed choices so far, one line each: "forward step|product dtype B N K [proj] threads -> engine".
+// The timed choices so far, one line each: "<use> dtype B N K [proj] threads -> engine".
 std::vector<std::string> cpu_engine_choices() {
   std::lock_guard<std::mutex> lock(g_mutex);
   std::vector<std::string> out;
   for (const auto& [k, e] : g_chosen) {
-    const auto& [forward, dtype, B, N, K, proj, threads] = k;
-    out.push_back(std::string(forward ? "forward step " : "product ") +
+    const auto& [use, dtype, B, N, K, proj, threads] = k;
+    static const char* kUses[] = {"forward step ", "product ", "large GEMM "};
+    out.push_back(std::string(kUses[use]) +
                   c10::toString(static_cast<at::ScalarType>(dtype)) + " B=" + std::to_string(B) +
                   " N=" + std::to_string(N) + " K=" + std::to_string(K) +
                   (proj ? " proj" : "") + " threads=" + std::to_string(threads) + " -> " +

@@ -46,10 +46,16 @@ void set_pinned_cpu_engine(CpuEngine e);
 // Layer calls each engine has run since the process started.
 void count_cpu_engine(CpuEngine e);
 
-// What a choice is keyed by: the step timed (a forward step, or the
-// product alone), the weight's type and shape (N, K), the batch.
+// What is timed: a forward step, the product alone (the backward's), or a
+// large 16-bit GEMM (the input projection, the gradients), where onednn
+// stands for the 16-bit library GEMM (oneDNN's) and mkl for the float one on
+// converted operands.
+enum class EngineUse : int { ForwardStep = 0, Product = 1, LargeGemm = 2 };
+
+// What a choice is keyed by: the use, the weight's type and shape (N, K),
+// the batch (rows; for a large GEMM its class, a power of two).
 struct EngineKey {
-  bool forward;
+  EngineUse use;
   at::ScalarType dtype;
   int64_t B, N, K;
   bool proj;
