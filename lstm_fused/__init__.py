@@ -6,7 +6,7 @@ from .functional import lstm, lstm_cell
 from .modules import LSTM, LSTMCell
 
 __all__ = ["LSTM", "LSTMCell", "lstm", "lstm_cell", "ops", "get_path", "set_path", "use_path",
-           "LSTMArgumentError", "cuda_compiled"]
+           "LSTMArgumentError", "cuda_compiled", "empty_cache", "cpu_cache_stats"]
 __version__ = "0.1.0"
 
 
@@ -15,3 +15,21 @@ def cuda_compiled() -> bool:
     from ._ops import _C
 
     return _C.cuda_compiled()
+
+
+def empty_cache() -> None:
+    """Frees every block the CPU kernels keep cached for their next call (blocks
+    still held by tensors are not touched), as torch.cuda.empty_cache() does for CUDA."""
+    from ._ops import _C
+
+    _C.empty_cache()
+
+
+def cpu_cache_stats() -> dict:
+    """The CPU buffer cache: cached_bytes and cached_blocks (kept for the next call),
+    in_use_bytes (held by live tensors), recent_bytes (what the latest calls used: the
+    bound on in-use plus cached bytes), limit_bytes (LSTM_FUSED_CPU_CACHE_MB's cap on
+    cached bytes, None when unset), hits and misses (blocks reused and freshly allocated)."""
+    from ._ops import _C
+
+    return _C.cpu_cache_stats()
