@@ -40,7 +40,8 @@ class HostPool {
       auto it = free_.find(bytes);
       if (it != free_.end()) {
         p = it->second.data;
-        if (it->second.period != period_) used_now_ += bytes;  // else counted when it was last taken
+        // cached in this period: it was in use in it, and counted then
+        if (it->second.period != period_) used_now_ += bytes;
         free_.erase(it);
         cached_ -= bytes;
         ++hits_;

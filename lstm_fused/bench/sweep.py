@@ -7,9 +7,9 @@ import torch
 from tqdm import tqdm
 
 from . import floor
-from .machine import isa_text
 from .check import TOLERANCE, float64_results, relative_error, results, verdict, within_torch_error
 from .contenders import BASELINES, error_text, build
+from .machine import isa_text
 from .timing import peak_memory, round_robin, run_once
 from .workload import make_call, make_inputs, rotating
 
