@@ -19,7 +19,8 @@ def cuda_compiled() -> bool:
 
 def empty_cache() -> None:
     """Frees every block the CPU kernels keep cached for their next call (blocks
-    still held by tensors are not touched), as torch.cuda.empty_cache() does for CUDA."""
+    still held by tensors are not touched), as torch.cuda.empty_cache() does for CUDA,
+    and with glibc returns the heap's free pages to the system (malloc_trim)."""
     from ._ops import _C
 
     _C.empty_cache()

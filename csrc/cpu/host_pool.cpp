@@ -10,6 +10,10 @@
 #include <mutex>
 #include <vector>
 
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
+
 namespace lstm_fused {
 namespace {
 
@@ -89,6 +93,12 @@ class HostPool {
       trim_locked(0, release);
     }
     free_all(release);
+#if defined(__GLIBC__)
+    // glibc keeps freed heap memory (blocks below its mmap threshold, which it
+    // raises up to 32 MB as large blocks are freed) for later mallocs: hand the
+    // free pages back to the system too.
+    malloc_trim(0);
+#endif
   }
 
   HostCacheStats stats() {

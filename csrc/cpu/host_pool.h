@@ -35,7 +35,8 @@ struct HostCacheStats {
 
 HostCacheStats host_cache_stats();
 
-// Frees every cached block (blocks in use are not touched).
+// Frees every cached block (blocks in use are not touched) and, with glibc,
+// returns the heap's free pages to the system (malloc_trim).
 void host_cache_empty();
 
 }  // namespace lstm_fused
