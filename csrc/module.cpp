@@ -3,8 +3,10 @@
 #include <torch/extension.h>
 
 #include <atomic>
+#include <limits>
 
 #include "config.h"
+#include "cpu/host_pool.h"
 
 #ifndef LSTM_FUSED_TORCH_VERSION
 #error "setup.py defines LSTM_FUSED_TORCH_VERSION"
@@ -28,5 +30,19 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("set_path", [](int p) {
     TORCH_CHECK(p >= 0 && p <= 2, "lstm_fused: path code must be 0, 1 or 2");
     lstm_fused::set_kernel_path(static_cast<lstm_fused::Path>(p));
+  });
+  m.def("empty_cache", &lstm_fused::host_cache_empty);
+  m.def("cpu_cache_stats", [] {
+    const auto s = lstm_fused::host_cache_stats();
+    pybind11::dict d;
+    d["cached_bytes"] = s.cached_bytes;
+    d["cached_blocks"] = s.cached_blocks;
+    d["in_use_bytes"] = s.in_use_bytes;
+    d["recent_bytes"] = s.recent_bytes;
+    d["limit_bytes"] = s.limit_bytes == std::numeric_limits<size_t>::max() ? pybind11::object(pybind11::none())
+                                                                              : pybind11::int_(s.limit_bytes);
+    d["hits"] = s.hits;
+    d["misses"] = s.misses;
+    return d;
   });
 }

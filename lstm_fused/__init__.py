@@ -10,7 +10,7 @@ from .modules import LSTM, LSTMCell
 __all__ = ["LSTM", "LSTMCell", "lstm", "lstm_cell", "ops", "get_path", "set_path", "use_path",
            "CPU_ENGINES", "get_cpu_engine", "set_cpu_engine", "use_cpu_engine",
            "cpu_engine_available", "cpu_engine_counts", "cpu_engine_choices", "LSTMArgumentError",
-           "cuda_compiled", "convert", "safe_globals"]
+           "cuda_compiled", "convert", "safe_globals", "empty_cache", "cpu_cache_stats"]
 __version__ = "0.1.0"
 
 
@@ -26,3 +26,22 @@ def cuda_compiled() -> bool:
     from ._ops import _C
 
     return _C.cuda_compiled()
+
+
+def empty_cache() -> None:
+    """Frees every block the CPU kernels keep cached for their next call (blocks
+    still held by tensors are not touched), as torch.cuda.empty_cache() does for CUDA,
+    and with glibc returns the heap's free pages to the system (malloc_trim)."""
+    from ._ops import _C
+
+    _C.empty_cache()
+
+
+def cpu_cache_stats() -> dict:
+    """The CPU buffer cache: cached_bytes and cached_blocks (kept for the next call),
+    in_use_bytes (held by live tensors), recent_bytes (what the latest calls used: the
+    bound on in-use plus cached bytes), limit_bytes (LSTM_FUSED_CPU_CACHE_MB's cap on
+    cached bytes, None when unset), hits and misses (blocks reused and freshly allocated)."""
+    from ._ops import _C
+
+    return _C.cpu_cache_stats()

@@ -13,10 +13,11 @@ import torch
 
 import lstm_fused
 from lstm_fused.bench import main
-from lstm_fused.bench import floor
+from lstm_fused.bench import floor, machine as machinery
 from lstm_fused.bench.baselines import CellLoopLSTM, ReferenceCell, ReferenceLSTM
 from lstm_fused.bench.cases import Case
 from lstm_fused.bench.check import within_torch_error
+from lstm_fused.bench.cli import plot_title
 from lstm_fused.bench.machine import Machine
 from lstm_fused.bench.sweep import FIELDS, run_case
 
@@ -128,6 +129,10 @@ def test_command_line_module(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr
     assert " lstm_fused " in proc.stdout and "nn.LSTMCell" in proc.stdout and "x nn" in proc.stdout
+    # nothing on stderr: torch's benchmark utilities would warn "No CUDA runtime is found"
+    # on any machine with a CUDA toolkit and no GPU
+    assert "No CUDA runtime" not in proc.stdout + proc.stderr
+    assert proc.stderr == ""
     for ext in ("csv", "json", "png"):
         assert (tmp_path / "results" / f"latest-cpu.{ext}").exists()
 
@@ -264,3 +269,103 @@ def test_packed_mode_checks_and_times_packed_input(tmp_path):
     packed = [r for r in rows if r["mode"] == "packed"]
     assert {r["contender"] for r in packed} == {"nn.LSTM", "lstm_fused"}
     assert all(r["check"] in ("ok", "ref") for r in packed)
+
+
+def _proc_cpu_flags():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return None
+
+
+def test_isa_follows_the_cpu_flags():
+    isa = machinery.cpu_isa("fpu sse2 avx2 avx512f avx512_bf16 fma")
+    assert isa == {"avx2": True, "avx512f": True, "avx512_bf16": True, "avx512_fp16": False,
+                   "amx_tile": False, "amx_bf16": False}
+    assert machinery.isa_text(isa) == "AVX2, AVX-512, AVX512_BF16; no AVX512_FP16, AMX-TILE, AMX-BF16"
+    assert machinery.isa_text(machinery.cpu_isa("fpu sse2")).startswith("no AVX2, AVX-512")
+    assert machinery.isa_text(None).startswith("ISA unknown")
+    flags = _proc_cpu_flags()
+    if flags is not None:
+        assert machinery.cpu_isa() == {f: f in flags for f, _ in machinery.ISA_FLAGS}
+
+
+def test_cpu_model_and_isa_beside_every_figure(quick_run):
+    model, isa = machinery.cpu_model(), machinery.cpu_isa()
+    text = machinery.isa_text(isa)
+    assert model and model in quick_run.text and text in quick_run.text
+    with open(quick_run.csv, newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert rows and all(r["cpu"] == model and r["cpu_isa"] == text for r in rows)
+    with open(quick_run.json) as f:
+        data = json.load(f)
+    assert data["env"]["cpu"] == model and data["env"]["cpu_isa"] == isa
+    assert data["machine"]["cpu"] == model and data["machine"]["cpu_isa_text"] == text
+    assert all(r["cpu"] == model and r["cpu_isa"] == text for r in data["rows"])
+    title = plot_title(data["env"])
+    assert model in title and text in title
+
+
+def test_floor_is_set_by_the_fastest_engine_measured(quick_run):
+    with open(quick_run.json) as f:
+        data = json.load(f)
+    measured = data["machine"]["gemm_measured"]["cpu float32"]
+    engines = {r["engine"] for r in measured}
+    assert "torch.mm (MKL)" in engines or "torch.mm" in engines
+    if hasattr(torch.ops.mkldnn, "_reorder_linear_weight") and torch.backends.mkldnn.is_available():
+        assert "oneDNN packed" in engines
+    # the square shape and the per-step shapes of the run's cases, (B x H) . (H x 4H)
+    shapes = {(r["m"], r["k"], r["n"]) for r in measured}
+    assert (2048, 2048, 2048) in shapes and (2, 8, 32) in shapes and (3, 12, 48) in shapes
+    best = max(measured, key=lambda r: r["gflops"])
+    assert data["machine"]["gemm_gflops"]["cpu float32"] == best["gflops"]
+    engine = f"{best['engine']} at {best['m']}x{best['k']}x{best['n']}"
+    assert data["machine"]["gemm_engine"]["cpu float32"] == engine
+    assert f"GEMM  cpu float32 {best['gflops']:,.0f} GFLOP/s by {engine} sets the floor" in quick_run.text
+    bandwidth = data["machine"]["bandwidth_gbs"]["cpu"] * 1e9
+    for row in data["rows"]:
+        assert row["floor_gemm_engine"] == engine and row["floor_gemm_gflops"] == best["gflops"]
+        want = max(row["flops"] / (best["gflops"] * 1e9), row["bytes"] / bandwidth) * 1e6
+        assert row["floor_us"] == pytest.approx(want, rel=1e-9)
+
+
+def test_the_floor_rate_is_the_best_engine_not_the_first(monkeypatch):
+    """Engines with known rates: the floor takes the fastest, at the shape it reached it."""
+    seconds = {"slow": 4.0, "fast": 1.0, "middle": 2.0}
+    monkeypatch.setattr(machinery, "cpu_engines",
+                        lambda x, w: {name: (lambda name=name: name) for name in seconds})
+    def fake_seconds(fn, run_time):
+        name = fn()
+        if not isinstance(name, str):  # the copy that measures the bandwidth
+            return 1.0
+        # the fast engine is slower than "middle" at the square shape, faster at the per-step one
+        if run_time == 0.3:  # the square shape
+            return 3.0 if name == "fast" else seconds[name]
+        return seconds[name] * 1e-9
+
+    monkeypatch.setattr(machinery, "_best_cpu_seconds", fake_seconds)
+    case = Case("cpu", "float32", "fwd", 10, 4, 6, 8)
+    m = machinery.measure([case], square_s=0.3, step_s=0.05)
+    step_flops = 2 * 4 * 8 * 32
+    assert m.gemm_flops[("cpu", "float32")] == pytest.approx(step_flops / 1e-9)
+    assert m.gemm_engine[("cpu", "float32")] == "fast at 4x8x32"
+    rates = {(e, s): r for e, s, r in m.gemm_measured[("cpu", "float32")]}
+    assert rates[("middle", (2048, 2048, 2048))] > rates[("fast", (2048, 2048, 2048))]
+    assert len(rates) == 6
+    assert floor.floor_seconds(case, m) >= floor.flops(case) / (step_flops / 1e-9)
+
+
+def test_every_cpu_engine_computes_the_product():
+    for dtype, tol in ((torch.float32, 1e-4), (torch.bfloat16, 2e-2)):
+        x, w = torch.randn(5, 16).to(dtype), torch.randn(24, 16).to(dtype)
+        engines = machinery.cpu_engines(x, w)
+        assert engines, dtype
+        want = x.double() @ w.double().t()
+        for name, fn in engines.items():
+            got = fn().double()
+            assert got.shape == want.shape, name
+            assert ((got - want).abs().max() / want.abs().max()).item() < tol, (name, dtype)

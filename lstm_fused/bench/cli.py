@@ -202,6 +202,14 @@ def main(argv=None):
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved_tf32
 
 
+def plot_title(env):
+    """The machine the figures belong to: CPU model and vector extensions, GPU, torch."""
+    title = f"{env['cpu']} ({machinery.isa_text(env['cpu_isa'])}), {env['torch_threads']} threads"
+    if env["gpu"]:
+        title += f"; {env['gpu']}"
+    return title + f"; torch {env['torch']}"
+
+
 def _run(args, suite, cases, api):
     env = envinfo.collect(api)
     rates = machinery.measure(cases)
@@ -243,7 +251,7 @@ def _run(args, suite, cases, api):
         written.append(json_path)
     if plot_path:
         from .plot import save_plot  # matplotlib is slow to import; only when a plot is wanted
-        if save_plot(plot_path, rows):
+        if save_plot(plot_path, rows, plot_title(env)):
             written.append(plot_path)
     if args.label:
         written.append(store.save(args.results_dir, args.label, data))

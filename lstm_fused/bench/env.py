@@ -6,16 +6,7 @@ import re
 
 import torch
 
-
-def _cpu_model():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+from .machine import cpu_isa, cpu_model, engine_text, isa_text
 
 
 def _onednn_version():
@@ -36,7 +27,8 @@ def collect(api):
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
         "host": platform.node(),
         "python": platform.python_version(),
-        "cpu": _cpu_model(),
+        "cpu": cpu_model(),
+        "cpu_isa": cpu_isa(),
         "cpu_logical_cores": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
@@ -73,6 +65,15 @@ def load_warning(load, cores, when):
     return None
 
 
+def engine_summary(measured):
+    """Each engine's best rate and the shape (m x k x n) it reached it at."""
+    best = {}
+    for engine, shape, rate in measured:
+        if rate > best.get(engine, (0, None))[0]:
+            best[engine] = (rate, shape)
+    return ", ".join(f"{engine_text(e, s)} {r / 1e9:,.0f}" for e, (r, s) in best.items())
+
+
 def header_lines(env, machine):
     cuda = f"CUDA {env['cuda']}" if env["cuda"] else "CUDA none"
     if env["cuda"] and not env["cuda_available"]:
@@ -80,13 +81,16 @@ def header_lines(env, machine):
     load = env["load_average_1min"]
     lines = [
         f"lstm_fused bench  {env['date']}  {env['host']}",
-        f"CPU   {env['cpu']}, {env['cpu_logical_cores']} logical cores, torch threads {env['torch_threads']} "
-        f"({env['cpu_capability']})" + ("" if load is None else f", load {load:.2f}"),
+        f"CPU   {env['cpu']} ({isa_text(env['cpu_isa'])}), {env['cpu_logical_cores']} logical cores, "
+        f"torch threads {env['torch_threads']} ({env['cpu_capability']})" + ("" if load is None else f", load {load:.2f}"),
         f"GPU   {env['gpu'] or 'none'}",
         f"torch {env['torch']}, {cuda}, cuDNN {env['cudnn'] or 'none'}, oneDNN {env['onednn'] or 'none'}, "
         f"TF32 {'on' if env['tf32'] else 'off'}, python {env['python']}",
         f"lstm_fused {env['lstm_fused'] or '?'}" + (f", CUDA path {env['lstm_fused_path']}" if env["lstm_fused_path"] else ""),
     ]
+    for key, v in sorted(machine.gemm_flops.items()):
+        lines.append(f"GEMM  {' '.join(key)} {v / 1e9:,.0f} GFLOP/s by {machine.gemm_engine[key]} sets the floor "
+                     f"(best per engine, GFLOP/s: {engine_summary(machine.gemm_measured.get(key, []))})")
     rates = []
     for (device, dtype), v in sorted(machine.gemm_flops.items()):
         rates.append(f"{device} {dtype} GEMM {v / 1e9:,.0f} GFLOP/s")

@@ -56,7 +56,7 @@ def _panel(ax, rows, device, mode):
     ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
 
 
-def save_plot(path, rows):
+def save_plot(path, rows, title=None):
     rows = [r for r in rows if r["speedup_vs_nn"] and math.isfinite(r["speedup_vs_nn"])
             and r["contender"] not in TORCH_NAMES]
     panels = list(dict.fromkeys((r["device"], r["mode"]) for r in rows))
@@ -68,6 +68,8 @@ def save_plot(path, rows):
     axes = fig.subplots(len(panels), 1, squeeze=False)[:, 0]
     for ax, (device, mode) in zip(axes, panels):
         _panel(ax, [r for r in rows if (r["device"], r["mode"]) == (device, mode)], device, mode)
+    if title:
+        fig.suptitle(title, fontsize=9)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     fig.savefig(path, dpi=110)
     return path

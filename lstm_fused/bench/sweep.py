@@ -9,6 +9,7 @@ from tqdm import tqdm
 from . import floor
 from .check import TOLERANCE, float64_results, relative_error, results, verdict, within_torch_error
 from .contenders import BASELINES, error_text, build
+from .machine import isa_text
 from .timing import peak_memory, round_robin, run_once
 from .workload import make_call, make_inputs, rotating
 
@@ -17,7 +18,8 @@ FIELDS = (
     "contender", "role", "check", "check_err", "check_tol", "check_detail",
     "median_us", "min_us", "max_us", "rounds", "calls_per_round", "us_per_step",
     *(f"speedup_vs_{b}" for b in BASELINES),
-    "gflops", "flops", "bytes", "peak_mem_mb", "floor_us", "floor_ratio",
+    "gflops", "flops", "bytes", "peak_mem_mb", "floor_us", "floor_ratio", "floor_gemm_gflops", "floor_gemm_engine",
+    "cpu", "cpu_isa",
 )
 
 
@@ -40,6 +42,9 @@ def _row(case, contender, machine):
         "gflops": None, "flops": floor.flops(case),
         "bytes": floor.min_bytes(case, machine.element_size[case.dtype]),
         "peak_mem_mb": None, "floor_us": floor.floor_seconds(case, machine) * 1e6, "floor_ratio": None,
+        "floor_gemm_gflops": machine.gemm_flops[(case.device, case.dtype)] / 1e9,
+        "floor_gemm_engine": machine.gemm_engine.get((case.device, case.dtype)),
+        "cpu": machine.cpu, "cpu_isa": isa_text(machine.isa),
     }
 
 

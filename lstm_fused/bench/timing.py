@@ -1,10 +1,13 @@
 """Round-robin timing: each round times a block of calls of every contender in turn,
 so drift (clocks, thermals, other load) hits all of them alike; medians over rounds
-are reported. torch.utils.benchmark times CPU blocks, CUDA events time GPU blocks."""
+are reported. A perf_counter loop (garbage collection paused, as timeit does) times
+CPU blocks, CUDA events time GPU blocks. torch.utils.benchmark is not used: importing
+it imports torch.utils.cpp_extension, which warns about CUDA on any machine with a
+CUDA toolkit and no GPU."""
+import gc
 import time
 
 import torch
-from torch.utils import benchmark
 
 
 def sync(device):
@@ -33,12 +36,26 @@ def peak_memory(device, fn):
     return torch.cuda.max_memory_allocated() - before
 
 
+def cpu_block_seconds(fn, number):
+    """Seconds per call of `number` back-to-back calls."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        t0 = time.perf_counter()
+        for _ in range(number):
+            fn()
+        return (time.perf_counter() - t0) / number
+    finally:
+        if enabled:
+            gc.enable()
+
+
 class _CpuBlock:
     def __init__(self, fn):
-        self.timer = benchmark.Timer("fn()", globals={"fn": fn}, num_threads=torch.get_num_threads())
+        self.fn = fn
 
     def __call__(self, number):
-        return self.timer.timeit(number).median
+        return cpu_block_seconds(self.fn, number)
 
 
 class _CudaBlock:
