@@ -149,3 +149,19 @@ def test_choosing_an_engine_leaves_the_random_stream_alone():
     after = torch.randn(4)
     torch.manual_seed(7)
     assert torch.equal(torch.randn(4), after)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
+def test_odd_widths_of_16bit_weights(dtype):
+    """oneDNN packs 16-bit weights in pairs of rows (VNNI): a product with an
+    odd K (proj_size 5: W_hh is (4H, 5)) runs on another engine, not into an
+    abort."""
+    ref, ours, ref64 = make_pair(dtype, input_size=5, hidden_size=16, proj_size=5)
+    x = torch.randn(12, 8, 5, dtype=torch.float64)
+    with lstm_fused.use_cpu_engine("onednn"):
+        before = lstm_fused.cpu_engine_counts()
+        got = outputs_and_grads(ours, x, (torch.zeros(1, 8, 5), torch.zeros(1, 8, 16)), True, dtype)
+        assert sum(ran(e, before) for e in ("mkl", "aten")) >= 1
+    zeros = (torch.zeros(1, 8, 5, dtype=torch.float64), torch.zeros(1, 8, 16, dtype=torch.float64))
+    check(got, outputs_and_grads(ref, x, zeros, True, dtype), outputs_and_grads(ref64, x, zeros, True, torch.float64),
+          NAMES + [n for n, _ in ours.named_parameters()], dtype)

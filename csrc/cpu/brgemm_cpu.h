@@ -103,6 +103,14 @@ inline int64_t brgemm_block(int64_t n) {
   return 0;
 }
 
+// Whether brgemm runs c = a · wᵀ for w (N, K) of dtype: N in blocks of 16
+// columns or more, and K even for VNNI-packed types (an odd K aborts the
+// packing).
+inline bool brgemm_usable(at::ScalarType dtype, int64_t N, int64_t K) {
+  const auto s = brgemm_support(dtype);
+  return s.usable && brgemm_block(N) > 0 && K > 0 && (!s.vnni || K % 2 == 0);
+}
+
 // The GEMM-only engine: c[:n] (+)= a[:n] · wᵀ on plain column blocks, for
 // the backward's dh, projected layers and the unfused forward. float writes
 // (or accumulates) straight into the caller's rows; 16-bit types accumulate a
@@ -110,11 +118,6 @@ inline int64_t brgemm_block(int64_t n) {
 template <typename scalar_t>
 class BrgemmStepGemm {
  public:
-  static bool usable(const at::Tensor& w) {
-    return brgemm_support(w.scalar_type()).usable && brgemm_block(w.size(0)) > 0 &&
-           w.size(1) > 0;
-  }
-
   // w (N, K), any strides; batch: the rows of the whole batch.
   BrgemmStepGemm(const at::Tensor& w, int64_t batch)
       : blocks_(w, brgemm_block(w.size(0)), false, brgemm_support(w.scalar_type()).vnni), batch_(batch) {
@@ -183,7 +186,7 @@ template <class Activations, typename scalar_t>
 class BrgemmFusedStep {
  public:
   static bool usable(int64_t H, bool proj, at::ScalarType dtype) {
-    return !proj && H > 0 && brgemm_block(H) > 0 && brgemm_support(dtype).usable;
+    return !proj && H > 0 && brgemm_usable(dtype, 4 * H, H);
   }
 
   // w_hh (4H, H), any strides; batch: the rows of the whole batch.

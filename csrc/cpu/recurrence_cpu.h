@@ -128,7 +128,9 @@ class CpuStepGemm {
   static std::vector<CpuEngine> engines(const at::Tensor& w, int64_t batch, int64_t steps) {
     const auto t = w.scalar_type();
     std::vector<CpuEngine> out;
-    const bool onednn = onednn_usable(w), mkl = t != at::kDouble && PackedStepGemm::available();
+    const bool onednn = (t == at::kFloat || t == at::kBFloat16 || t == at::kHalf) &&
+                        brgemm_usable(t, w.size(0), w.size(1));
+    const bool mkl = t != at::kDouble && PackedStepGemm::available();
     if (t != at::kFloat && onednn) out.push_back(CpuEngine::Onednn);
     if (mkl) out.push_back(CpuEngine::Mkl);
     if (t == at::kFloat && onednn) out.push_back(CpuEngine::Onednn);
@@ -168,12 +170,6 @@ class CpuStepGemm {
   };
 
  public:
-
-  static bool onednn_usable(const at::Tensor& w) {
-    const auto t = w.scalar_type();
-    return (t == at::kFloat || t == at::kBFloat16 || t == at::kHalf) &&
-           brgemm_support(t).usable && brgemm_block(w.size(0)) > 0 && w.size(1) > 0;
-  }
 
   // Below kMinPreparedRows rows only aten runs, unless the pinned engine can.
   static std::vector<CpuEngine> prepared_or_pinned(const std::vector<CpuEngine>& engines,
