@@ -6,11 +6,13 @@ from .convert import convert
 from .errors import LSTMArgumentError
 from .functional import lstm, lstm_cell
 from .modules import LSTM, LSTMCell
+from .record import GateRecord, GateRecorder, record_gates
 
 __all__ = ["LSTM", "LSTMCell", "lstm", "lstm_cell", "ops", "get_path", "set_path", "use_path",
            "CPU_ENGINES", "get_cpu_engine", "set_cpu_engine", "use_cpu_engine",
            "cpu_engine_available", "cpu_engine_counts", "cpu_engine_choices", "LSTMArgumentError",
-           "cuda_compiled", "convert", "safe_globals", "empty_cache", "cpu_cache_stats"]
+           "cuda_compiled", "convert", "safe_globals", "empty_cache", "cpu_cache_stats",
+           "record_gates", "GateRecorder", "GateRecord"]
 __version__ = "0.1.0"
 
 

@@ -14,19 +14,28 @@ def cell(input, hx, cx, w_ih, w_hh, b_ih=None, b_hh=None):
     return torch.sigmoid(o) * torch.tanh(c), c
 
 
-def layer(input, h0, c0, w_ih, w_hh, b_ih=None, b_hh=None, w_hr=None, lengths=None, reverse=False):
+def layer(input, h0, c0, w_ih, w_hh, b_ih=None, b_hh=None, w_hr=None, lengths=None, reverse=False,
+          return_gates=False):
+    """(output, h_n, c_n); with return_gates also the activated gates (T, B, 4,
+    H) and the cells (T, B, H), zero at the steps a sequence does not run."""
     T = input.shape[0]
     xp = input @ w_ih.t()
     if b_ih is not None:
         xp = xp + (b_ih + b_hh)
     h, c = h0, c0
     outs = [None] * T
+    gates, cells = [None] * T, [None] * T
     xs = xp.unbind(0)  # indexing xp[t] would make backward build a full-size zero tensor per step
     for s in range(T):
         t = T - 1 - s if reverse else s
         i, f, g, o = (xs[t] + h @ w_hh.t()).chunk(4, 1)
-        c_new = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
-        h_new = torch.sigmoid(o) * torch.tanh(c_new)
+        i, f, g, o = torch.sigmoid(i), torch.sigmoid(f), torch.tanh(g), torch.sigmoid(o)
+        c_new = f * c + i * g
+        h_new = o * torch.tanh(c_new)
+        if return_gates:
+            running = 1.0 if lengths is None else (lengths.to(input.device) > t).unsqueeze(1).to(c_new.dtype)
+            gates[t] = torch.stack([i, f, g, o], dim=1) * (running.unsqueeze(2) if lengths is not None else 1.0)
+            cells[t] = c_new * running
         if w_hr is not None:
             h_new = h_new @ w_hr.t()
         if lengths is None:
@@ -37,4 +46,6 @@ def layer(input, h0, c0, w_ih, w_hh, b_ih=None, b_hh=None, w_hr=None, lengths=No
             c = torch.where(running, c_new, c)
             outs[t] = torch.where(running, h_new, torch.zeros_like(h_new))
     output = torch.stack(outs) if T else input.new_zeros((0,) + tuple(h0.shape))
+    if return_gates:
+        return output, h, c, torch.stack(gates), torch.stack(cells)
     return output, h, c

@@ -62,11 +62,12 @@ def _needs_grad(*tensors):
     return any(t is not None and t.requires_grad for t in tensors)
 
 
-def lstm_cell(input, hx=None, w_ih=None, w_hh=None, b_ih=None, b_hh=None):
+def lstm_cell(input, hx=None, w_ih=None, w_hh=None, b_ih=None, b_hh=None, *, _record=None):
     """One LSTM step, as torch.nn.LSTMCell computes it.
 
     input (B, I) or (I,); hx a pair (h, c) of (B, H) (or (H,) unbatched), zeros if None;
-    w_ih (4H, I), w_hh (4H, H), b_ih/b_hh (4H) or None. Returns (h', c')."""
+    w_ih (4H, I), w_hh (4H, H), b_ih/b_hh (4H) or None. Returns (h', c').
+    _record: a gate recorder (record.recorder_for) or None."""
     if torch.compiler.is_compiling():
         _check_cell_args(input, hx, w_ih, w_hh, b_ih, b_hh)
         return _cell(input, hx, w_ih, w_hh, b_ih, b_hh)
@@ -76,7 +77,7 @@ def lstm_cell(input, hx=None, w_ih=None, w_hh=None, b_ih=None, b_hh=None):
     try:
         if hx is not None and not isinstance(hx, (tuple, list)):
             raise TypeError("hx")
-        return _cell(input, hx, w_ih, w_hh, b_ih, b_hh)
+        return _cell(input, hx, w_ih, w_hh, b_ih, b_hh, _record)
     except (RuntimeError, TypeError, ValueError, AttributeError, IndexError):
         _check_cell_args(input, hx, w_ih, w_hh, b_ih, b_hh)
         raise
@@ -85,7 +86,7 @@ def lstm_cell(input, hx=None, w_ih=None, w_hh=None, b_ih=None, b_hh=None):
 _cell_op = ops.lstm_cell.default
 
 
-def _cell(input, hx, w_ih, w_hh, b_ih, b_hh):
+def _cell(input, hx, w_ih, w_hh, b_ih, b_hh, record=None):
     batched = input.dim() == 2
     x = input if batched else input.unsqueeze(0)
     if hx is None:
@@ -99,9 +100,13 @@ def _cell(input, hx, w_ih, w_hh, b_ih, b_hh):
         hy, cy = _reference.cell(x, h, c, w_ih, w_hh, b_ih, b_hh)
     elif onnx_export.exporting():
         hy, cy = onnx_export.lstm_cell(x, h, c, w_ih, w_hh, b_ih, b_hh)
-    else:
+    elif record is None:
         need = _needs_grad(x, h, c, w_ih, w_hh, b_ih, b_hh)
         hy, cy, _ = _cell_op(x, h, c, w_ih, w_hh, b_ih, b_hh, need)
+    else:
+        hy, cy, gates = _cell_op(x, h, c, w_ih, w_hh, b_ih, b_hh, True)
+        B, H = cy.shape
+        record(0, 0, gates.view(1, B, 4, H), cy.unsqueeze(0), cy.new_ones((1, B), dtype=torch.bool))
     if not batched:
         hy, cy = hy.squeeze(0), cy.squeeze(0)
     return hy, cy
@@ -186,6 +191,7 @@ def lstm(
     bidirectional: bool = False,
     proj_size: int = 0,
     lengths: Optional[torch.Tensor] = None,
+    _record=None,
 ) -> Tuple[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]]:
     """A multi-layer LSTM with torch.nn.LSTM's semantics.
 
@@ -196,7 +202,9 @@ def lstm(
 
     lengths: optional per-sequence lengths (B,) of a padded batch, in any order:
     sequence b runs steps t < lengths[b] only; its h_n/c_n are taken at its own
-    last step, and output is zero past its end (as pad_packed_sequence gives)."""
+    last step, and output is zero past its end (as pad_packed_sequence gives).
+
+    _record: a gate recorder (record.recorder_for) or None."""
     _check_tensor(input, "input")
     D = 2 if bidirectional else 1
     groups = _layer_weights(weights, num_layers, D, bias, proj_size)
@@ -254,6 +262,11 @@ def lstm(
     groups = [tuple(_autocast(list(g))) for g in groups]
     need = _needs_grad(x, h0, c0, *[w for g in groups for w in g])
     layer_op = _reference_layer if _under_func_transform() else ops.lstm_layer
+    if _record is not None and layer_op is ops.lstm_layer:
+        need = True  # the kernels keep the gates and cells
+        valid = _valid_steps(x.shape[0], B, lengths, order, x.device)
+    else:
+        _record = None
     h_n: List[torch.Tensor] = []
     c_n: List[torch.Tensor] = []
     layer_input = x
@@ -262,9 +275,11 @@ def lstm(
         for d in range(D):
             k = layer * D + d
             w_ih, w_hh, b_ih, b_hh, w_hr = groups[k]
-            out, h, c, _, _ = layer_op(
+            out, h, c, gates, cells = layer_op(
                 layer_input, h0[k], c0[k], w_ih, w_hh, b_ih, b_hh, w_hr, lengths, d == 1, need
             )
+            if _record is not None:
+                _record(layer, d, *_caller_order(gates, cells, valid, order))
             outs.append(out)
             h_n.append(h)
             c_n.append(c)
@@ -277,6 +292,31 @@ def lstm(
         inverse = torch.argsort(order).to(output.device)
         output, hn, cn = (t.index_select(1, inverse) for t in (output, hn, cn))
     return _batch_layout(output, hn, cn, batched, batch_first)
+
+
+def _valid_steps(T, B, lengths, order, device):
+    """(T, B) bool in the caller's batch order: whether sequence b ran step t."""
+    if lengths is None:
+        return torch.ones((T, B), dtype=torch.bool, device=device)
+    valid = torch.arange(T).unsqueeze(1) < lengths.unsqueeze(0)
+    if order is not None:
+        valid = valid.index_select(1, torch.argsort(order))
+    return valid.to(device)
+
+
+def _caller_order(gates, cells, valid, order):
+    """The kernels' gates (T, B, 4H) and cells (T, B, H), in the sorted batch
+    order of packed input, as (T, B, 4, H) and (T, B, H) in the caller's
+    order with zeros at the steps a sequence did not run."""
+    T, B, H = cells.shape
+    gates = gates.view(T, B, 4, H)
+    if order is not None:
+        inverse = torch.argsort(order).to(gates.device)
+        gates, cells = gates.index_select(1, inverse), cells.index_select(1, inverse)
+    if not bool(valid.all()):
+        gates = gates * valid.view(T, B, 1, 1)
+        cells = cells * valid.view(T, B, 1)
+    return gates, cells, valid
 
 
 def _batch_layout(output, hn, cn, batched, batch_first):

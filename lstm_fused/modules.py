@@ -6,6 +6,7 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 
 from . import functional as F
 from .errors import LSTMArgumentError
+from .record import recorder_for
 
 
 class LSTM(nn.RNNBase):
@@ -23,9 +24,9 @@ class LSTM(nn.RNNBase):
     def forward(self, input, hx=None):
         if isinstance(input, PackedSequence):
             return self._forward_packed(input, hx)
-        return self._run(input, hx, batch_first=self.batch_first)
+        return self._run(input, hx, batch_first=self.batch_first, record=recorder_for(self))
 
-    def _run(self, input, hx, batch_first, lengths=None):
+    def _run(self, input, hx, batch_first, lengths=None, record=None):
         weights = [getattr(self, name) for name in self._flat_weights_names]
         return F.lstm(
             input,
@@ -39,6 +40,7 @@ class LSTM(nn.RNNBase):
             training=self.training,
             bidirectional=self.bidirectional,
             proj_size=self.proj_size,
+            _record=record,
         )
 
 
@@ -52,7 +54,12 @@ class LSTM(nn.RNNBase):
             if not isinstance(hx, (tuple, list)) or len(hx) != 2:
                 raise LSTMArgumentError("lstm_fused: hx must be a tuple (h_0, c_0)")
             hx = tuple(h.index_select(1, sorted_indices) for h in hx)
-        output, (h_n, c_n) = self._run(padded, hx, batch_first=False, lengths=lengths)
+        record = recorder_for(self)
+        if record is not None and unsorted_indices is not None:
+            # gates recorded in the caller's batch order, as h_n
+            def record(layer, direction, *tensors, to=record, u=unsorted_indices):
+                to(layer, direction, *(t.index_select(1, u.to(t.device)) for t in tensors))
+        output, (h_n, c_n) = self._run(padded, hx, batch_first=False, lengths=lengths, record=record)
         out_data = pack_padded_sequence(output, lengths).data
         if unsorted_indices is not None:
             h_n, c_n = h_n.index_select(1, unsorted_indices), c_n.index_select(1, unsorted_indices)
@@ -73,4 +80,4 @@ class LSTMCell(nn.RNNCellBase):
             w = p["weight_ih"], p["weight_hh"], p["bias_ih"], p["bias_hh"]
         except KeyError:  # parametrized or weight-normed: the attributes are computed
             w = self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh
-        return F.lstm_cell(input, hx, *w)
+        return F.lstm_cell(input, hx, *w, _record=recorder_for(self))
