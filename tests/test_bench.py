@@ -369,3 +369,20 @@ def test_every_cpu_engine_computes_the_product():
             got = fn().double()
             assert got.shape == want.shape, name
             assert ((got - want).abs().max() / want.abs().max()).item() < tol, (name, dtype)
+
+
+def test_record_contender_runs_checked_and_is_no_baseline(tmp_path):
+    """--baselines nn,record adds lstm_fused inside record_gates: checked like
+    lstm_fused, and no row gets a speedup against it."""
+    import json
+    import subprocess
+    import sys
+
+    out = tmp_path / "r.json"
+    subprocess.run([sys.executable, "-m", "lstm_fused.bench", "--shapes", "quick", "--mode", "fwd",
+                    "--baselines", "nn,record", "--budget", "1", "--no-progress", "--json", str(out)],
+                   check=True, capture_output=True, text=True, timeout=600)
+    rows = json.loads(out.read_text())["rows"]
+    rec = [r for r in rows if r["contender"] == "lstm_fused+record"]
+    assert rec and all(r["check"] == "ok" for r in rec)
+    assert not any("speedup_vs_record" in r for r in rows)

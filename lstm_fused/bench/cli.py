@@ -8,7 +8,7 @@ import torch
 from . import env as envinfo
 from . import export, machine as machinery, presets, store, sweep
 from .cases import DTYPE_ALIASES, MODES
-from .contenders import BASELINE_HELP, BASELINES, BenchError, fused_api
+from .contenders import BASELINE_HELP, BASELINES, EXTRAS, BenchError, fused_api
 from .table import compare_lines, table_lines
 
 DEFAULT_RESULTS_DIR = os.path.join("bench", "results")
@@ -38,7 +38,7 @@ def _baselines(text):
         return list(BASELINES)
     if text.strip().lower() == "none":
         return []
-    return _choices_list("baseline", BASELINES + ("all", "none"))(text)
+    return _choices_list("baseline", BASELINES + EXTRAS + ("all", "none"))(text)
 
 
 def _shape_or_preset(text):
@@ -105,7 +105,8 @@ def build_parser():
                         "fwdbwd (forward+backward), cell (one LSTMCell step), packed (forward with grad on a "
                         "PackedSequence of mixed lengths T..T/4); default: the preset's")
     p.add_argument("--baselines", type=_baselines, default=list(BASELINES),
-                   help=f"comma-separated baselines to time: {', '.join(BASELINES)}, all or none "
+                   help=f"comma-separated contenders to time besides lstm_fused: "
+                        f"{', '.join(BASELINES + EXTRAS)}, all (the baselines) or none "
                         "(default all; nn.LSTM is always the reference of the correctness check)")
     p.add_argument("--csv", metavar="PATH", help="write every figure as CSV")
     p.add_argument("--json", metavar="PATH", help="write every figure, the environment and the options as JSON")

@@ -10,10 +10,13 @@ from torch import nn
 from .baselines import CellLoopLSTM, ReferenceCell, ReferenceLSTM
 
 BASELINES = ("nn", "cellloop", "reference")
+# Contenders timed only when named: lstm_fused inside lstm_fused.record_gates.
+EXTRAS = ("record",)
 BASELINE_HELP = {
     "nn": "torch.nn.LSTM (cuDNN on GPU, oneDNN on CPU); nn.LSTMCell in cell mode",
     "cellloop": "a Python loop of torch.nn.LSTMCell",
     "reference": "plain torch ops: hoisted input matmul, per-step addmm + pointwise",
+    "record": "lstm_fused recording its gates (lstm_fused.record_gates; not in 'all')",
 }
 FUSED_PATHS = ("persistent", "step")
 
@@ -33,7 +36,7 @@ class Contender:
 
     @property
     def role(self):
-        return "lstm_fused" if self.key == "fused" else "baseline"
+        return "lstm_fused" if self.key in ("fused", "record") else "baseline"
 
 
 def fused_api():
@@ -109,6 +112,8 @@ def build(case, baselines, api, seed=0):
         name = "lstm_fused" if path is None else f"lstm_fused[{path}]"
         activate = (lambda p=path: api.set_path(p)) if path else (lambda: None)
         out.append(Contender(name, "fused", fused, error=error, activate=activate))
+    if "record" in baselines and fused is not None and hasattr(api, "record_gates"):
+        out.append(Contender("lstm_fused+record", "record", Recording(api, fused)))
     for key in BASELINES[1:]:
         if key in baselines and key in factories:
             try:
@@ -116,6 +121,23 @@ def build(case, baselines, api, seed=0):
             except Exception as e:
                 out.append(Contender(_display(key, case), key, None, error=error_text(e)))
     return out
+
+
+class Recording(nn.Module):
+    """A module run inside lstm_fused.record_gates, the record dropped after
+    each call (the cost of recording, not of keeping records)."""
+
+    def __init__(self, api, module):
+        super().__init__()
+        self.inner = module
+        self._record_gates = api.record_gates
+
+    def forward(self, *args):
+        with self._record_gates(self.inner):
+            return self.inner(*args)
+
+    def lstm_named_parameters(self):
+        return dict(self.inner.named_parameters())
 
 
 def lstm_named_parameters(module):

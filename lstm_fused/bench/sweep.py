@@ -120,7 +120,7 @@ def _run_case(case, api, baselines, machine, budget_s, n_sets, seed):
             )
             rows[c.name]["floor_ratio"] = rows[c.name]["median_us"] / rows[c.name]["floor_us"]
 
-    by_key = {c.key: rows[c.name]["median_us"] for c in timed if c.key != "fused"}
+    by_key = {c.key: rows[c.name]["median_us"] for c in timed if c.role == "baseline"}
     out = [rows[c.name] for c in contenders if c.timed]
     for row in out:
         for key, base in by_key.items():
