@@ -314,7 +314,7 @@ torch.backends.cuda.matmul.allow_tf32 = False  # fp32 plans are 3xTF32
 # 1. The plans the benchmarks and the first-light claims rest on, and one layer
 #    call at each: the persistent forward and backward must each launch once.
 if not tiny:
-    print("persistent plans [ok, HS, blocks, smem bytes, mode] (mode 0 bf16, 1 fp16, 2 tf32, 3 3xtf32):")
+    print("persistent plans [ok, HS, blocks, smem bytes, mode, runtime error] (mode 0 bf16, 1 fp16, 2 tf32, 3 3xtf32):")
     for dtype in (torch.float32, torch.bfloat16, torch.float16):
         for B, H in ((1, 256), (8, 512), (64, 512), (8, 1024), (64, 1024), (256, 1024), (8, 1536), (8, 2048)):
             f = ops._cuda_persistent_plan(dev, dtype, False, B, H)
@@ -324,13 +324,13 @@ if not tiny:
         for B in (8, 64):
             H = 512
             for backward in (False, True):
-                ok, hs, blocks, smem, mode = ops._cuda_persistent_plan(dev, dtype, backward, B, H)
+                ok, hs, blocks, smem, mode, error = ops._cuda_persistent_plan(dev, dtype, backward, B, H)
                 want = expected_blocks(H, backward)
                 good = ok == 1 and blocks == want
                 fails += not good
                 print(f"PLAN {'ok  ' if good else 'FAIL'} {str(dtype):14} B={B:3} H={H} "
                       f"{'bwd' if backward else 'fwd'}: ok={ok} HS={hs} blocks={blocks} "
-                      f"(expected {want}) smem={smem}")
+                      f"(expected {want}) smem={smem} runtime error={error}")
             inputs, cot, ref = problem(3, B, 32, H, False)
             got, launches = run_layer(inputs, cot, dtype, "auto", False)
             err = max(rel(a, b) for a, b in zip(got, ref))

@@ -85,7 +85,7 @@ def counts():
 def plan(dtype, backward, B, H, allow_tf32=False):
     with tf32(allow_tf32):
         ok, HS, blocks, smem, mode = ops._cuda_persistent_plan(
-            torch.cuda.current_device(), dtype, backward, B, H)
+            torch.cuda.current_device(), dtype, backward, B, H)[:5]
     return bool(ok), HS, blocks, smem
 
 
