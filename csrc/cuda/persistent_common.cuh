@@ -345,6 +345,27 @@ __device__ __forceinline__ void store_partials(const float (&acc)[kMPW][NTCM][4]
   }
 }
 
+// This thread's (batch row b, unit offset j) pairs p = tid + i·kThreads, unit
+// fastest (p = b·HS + j), stepped from the first one without a division per
+// pair: the divisions by the runtime HS cost ~20 instructions each, and they
+// sat between the grid barrier and the first load a step waits on.
+struct PairWalk {
+  int b, j;    // the current pair
+  int db, dj;  // kThreads = db·HS + dj
+  int hs;
+  __device__ __forceinline__ PairWalk(int tid, int HS)
+      : b(tid / HS), j(tid - (tid / HS) * HS), db(kThreads / HS),
+        dj(kThreads - (kThreads / HS) * HS), hs(HS) {}
+  __device__ __forceinline__ void next() {
+    b += db;
+    j += dj;
+    if (j >= hs) {
+      j -= hs;
+      ++b;
+    }
+  }
+};
+
 // Sum over the WK k-slices of Pre[.][row][col], in a fixed order.
 __device__ __forceinline__ float sum_partials(const float* Pre, const Shape& s, int row, int col) {
   const int mrows = 16 * s.MT;
