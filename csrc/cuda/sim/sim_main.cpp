@@ -571,14 +571,15 @@ void persistent_suite(bool full) {
 // (1000, 65, 16, 100), forward (need_grad) and backward, against an unrounded
 // float64 reference with the GPU tests' bounds. Fibers: faster than threads here.
 template <int MODE>
-void long_suite(bool both_shapes) {
+void long_suite(bool large_shape) {
   const Check chk{gpu_test_bound(MODE), false};
   lstm_fused_sim::g_fibers = true;
-  test_persistent_forward<MODE>(3, 33, 1000, false, true, 3, chk);
-  test_persistent_backward<MODE>(3, 33, 1000, true, 3, chk);
-  if (both_shapes) {
+  if (large_shape) {
     test_persistent_forward<MODE>(65, 100, 1000, true, true, 16, chk);
     test_persistent_backward<MODE>(65, 100, 1000, false, 16, chk);
+  } else {
+    test_persistent_forward<MODE>(3, 33, 1000, false, true, 3, chk);
+    test_persistent_backward<MODE>(3, 33, 1000, true, 3, chk);
   }
   lstm_fused_sim::g_fibers = false;
 }
@@ -617,7 +618,13 @@ int main(int argc, char** argv) {
     return 0;
   }
   verbose = what == "long" || what == "grid";
+  setvbuf(stdout, nullptr, _IOLBF, 0);  // progress of the slow runs, line by line
   if (what == "long") {
+    // every mode at the small shape first (cheap), then the large one (minutes each)
+    long_suite<0>(false);
+    long_suite<1>(false);
+    long_suite<2>(false);
+    long_suite<3>(false);
     long_suite<0>(true);
     long_suite<1>(true);
     long_suite<2>(true);
