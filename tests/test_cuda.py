@@ -44,7 +44,11 @@ pytestmark = [pytest.mark.cuda,
               pytest.mark.skipif(not CUDA, reason="needs a CUDA device and a CUDA build of lstm_fused")]
 
 ops = torch.ops.lstm_fused
-PATHS = ("persistent", "step", "auto")
+# LSTM_FUSED_PATH=step: bench/gpu_check.sh after a hung persistent kernel; only
+# the per-step path is exercised then.
+STEP_ONLY = os.environ.get("LSTM_FUSED_PATH") == "step"
+PATHS = ("step",) if STEP_ONLY else ("persistent", "step", "auto")
+needs_persistent = pytest.mark.skipif(STEP_ONLY, reason="LSTM_FUSED_PATH=step")
 # precision name -> (dtype, TF32 allowed)
 PRECISIONS = {
     "fp64": (torch.float64, False),
@@ -81,7 +85,7 @@ def counts():
 def plan(dtype, backward, B, H, allow_tf32=False):
     with tf32(allow_tf32):
         ok, HS, blocks, smem, mode = ops._cuda_persistent_plan(
-            torch.cuda.current_device(), dtype, backward, B, H)
+            torch.cuda.current_device(), dtype, backward, B, H)[:5]
     return bool(ok), HS, blocks, smem
 
 
@@ -214,10 +218,45 @@ def test_layer_matches_reference(prec, path, reverse, shape):
         assert after[1] - before[1] == int(bwd_ok), "persistent backward launches"
 
 
+def expected_blocks(H, backward):
+    """The planner's grid with one block per SM: the fewest hidden units per
+    block (multiples of 2 forward, of 8 backward) whose blocks all fit on the SMs."""
+    sms = torch.cuda.get_device_properties(torch.cuda.current_device()).multi_processor_count
+    step = 8 if backward else 2
+    hs = step
+    while math.ceil(H / hs) > sms:
+        hs += step
+    return math.ceil(H / hs)
+
+
+@needs_persistent
+@pytest.mark.parametrize("B", [8, 64])
+@pytest.mark.parametrize("prec", ["fp32", "bf16"])
+def test_persistent_plans_exist_and_launch(prec, B):
+    """The benchmark shapes have persistent plans with the expected grids (a
+    failed cudaFuncSetAttribute or occupancy query would leave no plan, cached,
+    and every call on the per-step path), and one layer call launches the
+    persistent forward and backward once each, on the default path."""
+    dtype, allow = PRECISIONS[prec]
+    H = 512
+    for backward in (False, True):
+        ok, HS, blocks, smem = plan(dtype, backward, B, H, allow)
+        assert ok, f"no persistent {'backward' if backward else 'forward'} plan at B={B}, H={H}"
+        assert blocks == expected_blocks(H, backward), (backward, HS, blocks)
+    key = (3, B, 16, H, False, True)
+    inputs, cot, ref = layer_problem(*key)
+    before = counts()
+    with tf32(allow), lstm_fused.use_path("auto"):
+        ours = ours_layer(inputs, cot, dtype, False)
+    after = counts()
+    assert (after[0] - before[0], after[1] - before[1]) == (1, 1), "persistent launches per layer call"
+    check(LAYER_NAMES, ours, torch_layer(key, prec), ref, prec, f"{prec} B={B} H={H}")
+
+
 def test_layer_without_bias_and_need_grad_false():
     key = (5, 4, 6, 40, False, False)
     inputs, cot, ref = layer_problem(*key)
-    for path in ("persistent", "step"):
+    for path in [p for p in ("persistent", "step") if p in PATHS]:
         with lstm_fused.use_path(path):
             ours = ours_layer(inputs, cot, torch.float32, False)
             x, h0, c0, w_ih, w_hh = (t.cuda().float() for t in inputs[:5])
@@ -228,6 +267,7 @@ def test_layer_without_bias_and_need_grad_false():
         check(LAYER_NAMES[:8], ours, [None] * 8, ref, "fp32", f"{path} no bias")
 
 
+@needs_persistent
 @pytest.mark.parametrize("prec", ["fp32", "bf16", "fp16"])
 def test_capacity(prec):
     """At the largest H whose forward plan fits on chip, and above it: the
@@ -254,6 +294,7 @@ def test_capacity(prec):
         check(LAYER_NAMES, ours, torch_layer(key, prec), ref, prec, f"{prec} H={H}")
 
 
+@needs_persistent
 def test_batch_over_persistent_limit_falls_back():
     key = (3, 300, 5, 24, False, True)
     inputs, cot, ref = layer_problem(*key)
@@ -264,6 +305,7 @@ def test_batch_over_persistent_limit_falls_back():
     check(LAYER_NAMES, ours, torch_layer(key, "fp32"), ref, "fp32", "B=300")
 
 
+@needs_persistent
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16], ids=str)
 def test_persistent_is_deterministic(dtype):
     key = (50, 7, 12, 96, False, True)

@@ -91,6 +91,9 @@ struct PersistentPlan {
   size_t pre_floats = 0;  // the partial sums (WK · 16·MT · PS floats), then
   size_t state_floats = 0;  // per-pair fp32 state (forward: c; backward: dh, dc)
   size_t smem_bytes = 0;
+  // The runtime error (a cudaError_t) that left no plan: a refused
+  // cudaFuncSetAttribute or occupancy query; 0 when none occurred.
+  int error = 0;
   // Elements of the staging buffer the caller allocates (dtype: float for the
   // TF32 modes, else the tensor's): 2 * B * Kpad.
   int64_t staging_elems() const { return int64_t(2) * B * Kpad; }

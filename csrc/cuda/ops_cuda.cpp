@@ -337,8 +337,9 @@ std::vector<int64_t> kernel_counts() {
           g_launches[kFusedCell].load()};
 }
 
-// [ok, HS, blocks, shared memory bytes, mode] of the persistent kernel's plan
-// for (device, dtype, direction, B, H) under the current TF32 setting.
+// [ok, HS, blocks, shared memory bytes, mode, error] of the persistent kernel's
+// plan for (device, dtype, direction, B, H) under the current TF32 setting;
+// error: the cudaError_t of a runtime call that refused during planning, or 0.
 std::vector<int64_t> persistent_plan_info(int64_t device, at::ScalarType dtype, bool backward,
                                           int64_t B, int64_t H) {
   TORCH_CHECK(tensor_core_dtype(dtype), "lstm_fused: the persistent kernels take float32, "
@@ -347,7 +348,7 @@ std::vector<int64_t> persistent_plan_info(int64_t device, at::ScalarType dtype, 
   const c10::cuda::CUDAGuard guard(static_cast<c10::DeviceIndex>(device));
   const auto p = cuda::plan_persistent(static_cast<int>(device), mode_for(dtype), backward,
                                        static_cast<int>(B), static_cast<int>(H));
-  return {p.ok ? 1 : 0, p.HS, p.blocks, static_cast<int64_t>(p.smem_bytes), p.mode};
+  return {p.ok ? 1 : 0, p.HS, p.blocks, static_cast<int64_t>(p.smem_bytes), p.mode, p.error};
 }
 
 }  // namespace

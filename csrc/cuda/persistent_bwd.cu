@@ -9,10 +9,12 @@
 //   1. pointwise, per pair: dh = grad_output[t] + dh_rec; dgates from the saved
 //      gates and cells; dc <- dct·f. dgates go to the output tensor and to the
 //      staging buffer s % 2 (the GEMM operand, padded rows);
-//   2. grid barrier: every block's dgates of step t are in the buffer;
-//   3. the inputs of the next pointwise step are loaded (independent of dh);
+//   2. the inputs of the next pointwise step are loaded (independent of dh),
+//      in flight across the barrier;
+//   3. grid barrier: every block's dgates of step t are in the buffer;
 //   4. dh_rec(t-1)[:, slice] = dgates_t · W_hh[:, slice] (warp GEMMs over the
-//      whole 4H), partial sums summed per pair after one block barrier.
+//      whole 4H, their staging loads first), partial sums summed per pair
+//      after one block barrier.
 // Double buffering makes one grid barrier per step enough: buffer s % 2 is
 // rewritten in step s - 2's pointwise, which follows the barrier of step s - 1,
 // which every block reaches only after its GEMM of step s. The weight
@@ -107,11 +109,11 @@ __global__ void __launch_bounds__(kThreads, 1)
     const int t = s.reverse ? s.steps - 1 - step : step;
     const int tp = s.reverse ? t + 1 : t - 1;  // the step processed before t in the forward
     const bool has_prev = step > 0;
+    dev::PairWalk pw(tid, HS);
 #pragma unroll
-    for (int i = 0; i < kPairs; ++i) {
-      const int p = tid + i * kThreads;
-      const int b = p / HS;
-      const int u = u0 + (p - b * HS);
+    for (int i = 0; i < kPairs; ++i, pw.next()) {
+      const int b = pw.b;
+      const int u = u0 + pw.j;
       if (b < B && u < H) {
         const int64_t row = static_cast<int64_t>(t) * B + b;
         const T* g = a.gates + row * G4 + u;
@@ -136,11 +138,12 @@ __global__ void __launch_bounds__(kThreads, 1)
     T* gbw = gb + (step & 1) * bufsz;
     T* dgt = a.dgates + static_cast<int64_t>(t) * B * G4;
 
+    dev::PairWalk pw(tid, HS);
 #pragma unroll
-    for (int i = 0; i < kPairs; ++i) {
+    for (int i = 0; i < kPairs; ++i, pw.next()) {
       const int p = tid + i * kThreads;
-      const int b = p / HS;
-      const int u = u0 + (p - b * HS);
+      const int b = pw.b;
+      const int u = u0 + pw.j;
       if (b < B && u < H) {
         const float ig = pg[i][0], fg = pg[i][1], gg = pg[i][2], og = pg[i][3];
         const float dh = pgo[i] + Dh[p];
@@ -163,9 +166,10 @@ __global__ void __launch_bounds__(kThreads, 1)
       }
     }
 
-    grid.sync();  // dgates_t of every block in staging buffer step % 2 (and the padding)
-
+    // The next step's pointwise inputs (read-only tensors); this step's are consumed.
     if (step > 0) prefetch(step - 1);
+
+    grid.sync();  // dgates_t of every block in staging buffer step % 2 (and the padding)
 
     {
       float acc[kMPW][NTCM][4];
@@ -175,11 +179,12 @@ __global__ void __launch_bounds__(kThreads, 1)
     }
     __syncthreads();
 
+    dev::PairWalk pw2(tid, HS);
 #pragma unroll
-    for (int i = 0; i < kPairs; ++i) {
+    for (int i = 0; i < kPairs; ++i, pw2.next()) {
       const int p = tid + i * kThreads;
-      const int b = p / HS;
-      const int j = p - b * HS;
+      const int b = pw2.b;
+      const int j = pw2.j;
       const int u = u0 + j;
       if (b < B && u < H) {
         const float dh = dev::sum_partials(Pre, s, b, j);

@@ -228,46 +228,51 @@ __device__ __forceinline__ uint4 pack16(const T* v) {
   }
 }
 
-// One chunk (two k-steps) of one 16x8 tile: acc += A(16 x KCH) · B(KCH x 8).
-// v, w: A rows g and g+8 (16 bytes each); b: B column g (16 bytes).
+// One k-step (one MMA, or three for 3xTF32) of one 16x8 tile, fp32 accumulation.
 template <int MODE>
-__device__ __forceinline__ void mma_chunk(float (&acc)[4], const uint4& v, const uint4& w,
-                                          const uint4& b) {
+__device__ __forceinline__ void mma_step(float (&acc)[4], uint32_t a0, uint32_t a1, uint32_t a2,
+                                         uint32_t a3, uint32_t b0, uint32_t b1) {
   if constexpr (MODE == static_cast<int>(MmaMode::kBF16) ||
                 MODE == static_cast<int>(MmaMode::kF16)) {
-    constexpr bool kBF16 = MODE == static_cast<int>(MmaMode::kBF16);
-    detail::mma_16816<kBF16>(acc, v.x, w.x, v.y, w.y, b.x, b.y);
-    detail::mma_16816<kBF16>(acc, v.z, w.z, v.w, w.w, b.z, b.w);
+    detail::mma_16816<MODE == static_cast<int>(MmaMode::kBF16)>(acc, a0, a1, a2, a3, b0, b1);
   } else if constexpr (MODE == static_cast<int>(MmaMode::kTF32)) {
     using detail::to_tf32;
-    detail::mma_1688_tf32(acc, to_tf32(v.x), to_tf32(w.x), to_tf32(v.y), to_tf32(w.y),
-                          to_tf32(b.x), to_tf32(b.y));
-    detail::mma_1688_tf32(acc, to_tf32(v.z), to_tf32(w.z), to_tf32(v.w), to_tf32(w.w),
-                          to_tf32(b.z), to_tf32(b.w));
+    detail::mma_1688_tf32(acc, to_tf32(a0), to_tf32(a1), to_tf32(a2), to_tf32(a3), to_tf32(b0),
+                          to_tf32(b1));
   } else {
     static_assert(MODE == static_cast<int>(MmaMode::k3xTF32), "mode");
     // a·b ≈ a_hi·b_hi + a_hi·b_lo + a_lo·b_hi (the small terms first).
-    const uint32_t a_s[2][4] = {{v.x, w.x, v.y, w.y}, {v.z, w.z, v.w, w.w}};
-    const uint32_t b_s[2][2] = {{b.x, b.y}, {b.z, b.w}};
+    const uint32_t a[4] = {a0, a1, a2, a3};
+    uint32_t ah[4], al[4], bh[2], bl[2];
 #pragma unroll
-    for (int s = 0; s < 2; ++s) {
-      uint32_t ah[4], al[4], bh[2], bl[2];
-#pragma unroll
-      for (int r = 0; r < 4; ++r) detail::split_tf32(a_s[s][r], ah[r], al[r]);
-#pragma unroll
-      for (int r = 0; r < 2; ++r) detail::split_tf32(b_s[s][r], bh[r], bl[r]);
-      detail::mma_1688_tf32(acc, al[0], al[1], al[2], al[3], bh[0], bh[1]);
-      detail::mma_1688_tf32(acc, ah[0], ah[1], ah[2], ah[3], bl[0], bl[1]);
-      detail::mma_1688_tf32(acc, ah[0], ah[1], ah[2], ah[3], bh[0], bh[1]);
-    }
+    for (int r = 0; r < 4; ++r) detail::split_tf32(a[r], ah[r], al[r]);
+    detail::split_tf32(b0, bh[0], bl[0]);
+    detail::split_tf32(b1, bh[1], bl[1]);
+    detail::mma_1688_tf32(acc, al[0], al[1], al[2], al[3], bh[0], bh[1]);
+    detail::mma_1688_tf32(acc, ah[0], ah[1], ah[2], ah[3], bl[0], bl[1]);
+    detail::mma_1688_tf32(acc, ah[0], ah[1], ah[2], ah[3], bh[0], bh[1]);
   }
+}
+
+// One chunk (two k-steps) of one 16x8 tile: acc0 += A(16 x KCH/2)·B(KCH/2 x 8)
+// of the first k-step, acc1 += that of the second (acc0 and acc1 may be the
+// same array; two arrays halve the chain of dependent MMAs).
+// v, w: A rows g and g+8 (16 bytes each); b: B column g (16 bytes).
+template <int MODE>
+__device__ __forceinline__ void mma_chunk(float (&acc0)[4], float (&acc1)[4], const uint4& v,
+                                          const uint4& w, const uint4& b) {
+  mma_step<MODE>(acc0, v.x, w.x, v.y, w.y, b.x, b.y);
+  mma_step<MODE>(acc1, v.z, w.z, v.w, w.w, b.z, b.w);
 }
 
 // This warp's share of C = A · Wsᵀ for the block: m-tiles mt = wm + i·WM
 // (i < kMPW, mt < MT), chunks c = wk + j·WK (c < NC), all NTC n-tiles.
 // A: staging rows [0, M) with row stride Kpad (elements); rows >= M read as 0.
 // Loads of kGroup chunks are issued before their MMAs, bypassing L1 (the
-// buffer is rewritten by other SMs between grid barriers).
+// buffer is rewritten by other SMs between grid barriers). With a single
+// n-tile (NTC = 1: the backward at HS = 8, e.g. H = 512 on 132 SMs) the
+// second k-step of each chunk accumulates into the unused n-tile 1, summed
+// at the end: two chains of dependent MMAs instead of one.
 template <int MODE, int NTCM, typename T>
 __device__ __forceinline__ void warp_gemm(float (&acc)[kMPW][NTCM][4], const T* A, int M,
                                           const uint4* Wsm, const Shape& s, int wm, int wk,
@@ -307,6 +312,15 @@ __device__ __forceinline__ void warp_gemm(float (&acc)[kMPW][NTCM][4], const T* 
     for (int j = 0; j < kGroup; ++j) {
       const int c = cbase + j * s.WK;
       if (c >= s.NC) break;  // uniform across the warp
+      if (NTCM > 1 && s.NTC == 1) {
+        const uint4 b = Wsm[c * 32 + lane];
+#pragma unroll
+        for (int i = 0; i < kMPW; ++i) {
+          if (wm + i * s.WM >= s.MT) break;
+          mma_chunk<MODE>(acc[i][0], acc[i][NTCM > 1 ? 1 : 0], va[j][i][0], va[j][i][1], b);
+        }
+        continue;
+      }
 #pragma unroll
       for (int n = 0; n < NTCM; ++n) {
         if (n >= s.NTC) break;
@@ -314,10 +328,16 @@ __device__ __forceinline__ void warp_gemm(float (&acc)[kMPW][NTCM][4], const T* 
 #pragma unroll
         for (int i = 0; i < kMPW; ++i) {
           if (wm + i * s.WM >= s.MT) break;
-          mma_chunk<MODE>(acc[i][n], va[j][i][0], va[j][i][1], b);
+          mma_chunk<MODE>(acc[i][n], acc[i][n], va[j][i][0], va[j][i][1], b);
         }
       }
     }
+  }
+  if (NTCM > 1 && s.NTC == 1) {
+#pragma unroll
+    for (int i = 0; i < kMPW; ++i)
+#pragma unroll
+      for (int r = 0; r < 4; ++r) acc[i][0][r] += acc[i][NTCM > 1 ? 1 : 0][r];
   }
 }
 
@@ -344,6 +364,27 @@ __device__ __forceinline__ void store_partials(const float (&acc)[kMPW][NTCM][4]
     }
   }
 }
+
+// This thread's (batch row b, unit offset j) pairs p = tid + i·kThreads, unit
+// fastest (p = b·HS + j), stepped from the first one without a division per
+// pair: the divisions by the runtime HS cost ~20 instructions each, and they
+// sat between the grid barrier and the first load a step waits on.
+struct PairWalk {
+  int b, j;    // the current pair
+  int db, dj;  // kThreads = db·HS + dj
+  int hs;
+  __device__ __forceinline__ PairWalk(int tid, int HS)
+      : b(tid / HS), j(tid - (tid / HS) * HS), db(kThreads / HS),
+        dj(kThreads - (kThreads / HS) * HS), hs(HS) {}
+  __device__ __forceinline__ void next() {
+    b += db;
+    j += dj;
+    if (j >= hs) {
+      j -= hs;
+      ++b;
+    }
+  }
+};
 
 // Sum over the WK k-slices of Pre[.][row][col], in a fixed order.
 __device__ __forceinline__ float sum_partials(const float* Pre, const Shape& s, int row, int col) {

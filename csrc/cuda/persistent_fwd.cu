@@ -11,9 +11,11 @@
 //     the reads of step s + 1;
 //   - buffer s % 2 is rewritten only in the epilogue of step s + 1, after the
 //     barrier that follows every block's reads of it in step s.
-// Per step: x-projection loads issued first (independent of h), the warp GEMMs
-// over h_{t-1}, partial sums to shared memory, one block barrier, then each
-// thread's pairs: activations, c and h update, stores; then the grid barrier.
+// Per step: the warp GEMMs over h_{t-1} (their staging loads first after the
+// grid barrier), partial sums to shared memory, one block barrier, then each
+// thread's pairs: activations, c and h update, stores; then the next step's
+// x-projection loads (independent of h), issued before the grid barrier so
+// that they are in flight across it.
 #include "persistent_common.cuh"
 
 namespace lstm_fused {
@@ -103,6 +105,25 @@ __global__ void __launch_bounds__(kThreads, 1)
     if (b < B && u < H) Cs[p] = detail::to_acc(a.c0[static_cast<int64_t>(b) * H + u]);
   }
 
+  // x-projection (biases folded in) of a step's pairs: independent of h.
+  float xr[kPairs][4];
+  auto load_xproj = [&](int step) {
+    const int t = s.reverse ? s.steps - 1 - step : step;
+    const T* gt = a.gates + static_cast<int64_t>(t) * B * G4 + u0;
+    dev::PairWalk pw(tid, HS);
+#pragma unroll
+    for (int i = 0; i < kPairs; ++i, pw.next()) {
+#pragma unroll
+      for (int k = 0; k < 4; ++k) xr[i][k] = 0.f;
+      if (pw.b < B && u0 + pw.j < H) {
+        const T* src = gt + static_cast<int64_t>(pw.b) * G4 + pw.j;
+#pragma unroll
+        for (int k = 0; k < 4; ++k) xr[i][k] = detail::to_acc(src[k * H]);
+      }
+    }
+  };
+  load_xproj(0);
+
   grid.sync();  // W in shared memory, staging buffer 0 and the padding everywhere
 
   for (int step = 0; step < s.steps; ++step) {
@@ -112,22 +133,6 @@ __global__ void __launch_bounds__(kThreads, 1)
     T* gt = a.gates + static_cast<int64_t>(t) * B * G4;
     const int64_t ot = static_cast<int64_t>(t) * B * H;
 
-    // x-projection (biases folded in) of this step's pairs: independent of h.
-    float xr[kPairs][4];
-#pragma unroll
-    for (int i = 0; i < kPairs; ++i) {
-      const int p = tid + i * kThreads;
-      const int b = p / HS;
-      const int u = u0 + (p - b * HS);
-#pragma unroll
-      for (int k = 0; k < 4; ++k) xr[i][k] = 0.f;
-      if (b < B && u < H) {
-        const T* src = gt + static_cast<int64_t>(b) * G4 + u;
-#pragma unroll
-        for (int k = 0; k < 4; ++k) xr[i][k] = detail::to_acc(src[k * H]);
-      }
-    }
-
     {
       float acc[kMPW][NTCM][4];
       dev::warp_gemm<MODE, NTCM>(acc, hcur, B, Wsm, s, wm, wk, lane);
@@ -136,11 +141,12 @@ __global__ void __launch_bounds__(kThreads, 1)
     }
     __syncthreads();
 
+    dev::PairWalk pw(tid, HS);
 #pragma unroll
-    for (int i = 0; i < kPairs; ++i) {
+    for (int i = 0; i < kPairs; ++i, pw.next()) {
       const int p = tid + i * kThreads;
-      const int b = p / HS;
-      const int j = p - b * HS;
+      const int b = pw.b;
+      const int j = pw.j;
       const int u = u0 + j;
       if (b < B && u < H) {
         float pre[4];
@@ -170,7 +176,11 @@ __global__ void __launch_bounds__(kThreads, 1)
         }
       }
     }
-    if (step + 1 < s.steps) grid.sync();
+    if (step + 1 < s.steps) {
+      // Gates of step + 1 are written by this thread only, in its next epilogue.
+      load_xproj(step + 1);
+      grid.sync();
+    }
   }
 
 }

@@ -41,17 +41,28 @@ DeviceFacts device_facts(int device, bool* definitive) {
 // Prepares a kernel for up to `optin` bytes of dynamic shared memory on the
 // current device; false if the kernel has no image for it (built for another
 // architecture: a definitive no) or refuses.
-bool prepare_kernel(const void* kernel, int optin, int* dyn_limit) {
+// Any other failure is recorded in *error and the outcome is not definitive
+// (not cached: the next call asks again).
+bool prepare_kernel(const void* kernel, int optin, int* dyn_limit, int* error,
+                    bool* definitive) {
   cudaFuncAttributes attr;
-  if (kernel == nullptr || cudaFuncGetAttributes(&attr, kernel) != cudaSuccess) {
+  if (kernel == nullptr) return false;
+  cudaError_t e = cudaFuncGetAttributes(&attr, kernel);
+  if (e != cudaSuccess) {
     (void)cudaGetLastError();
+    if (e != cudaErrorInvalidDeviceFunction && e != cudaErrorNoKernelImageForDevice) {
+      *error = static_cast<int>(e);
+      *definitive = false;
+    }
     return false;
   }
   *dyn_limit = optin - static_cast<int>(attr.sharedSizeBytes);
-  if (*dyn_limit <= 0 ||
-      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, *dyn_limit) !=
-          cudaSuccess) {
+  if (*dyn_limit <= 0) return false;
+  e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, *dyn_limit);
+  if (e != cudaSuccess) {
     (void)cudaGetLastError();
+    *error = static_cast<int>(e);
+    *definitive = false;
     return false;
   }
   return true;
@@ -63,19 +74,20 @@ PersistentPlan make_plan(int device, MmaMode mode, bool backward, int B, int H,
                          bool* definitive) {
   *definitive = true;
   const DeviceFacts f = device_facts(device, definitive);
-  int prepared_ntcm = 0, dyn_limit = 0;
+  int prepared_ntcm = 0, dyn_limit = 0, error = 0;
   auto per_sm = [&](int ntcm, size_t smem) -> int {
     const void* kernel = backward ? persistent::backward_kernel(mode, ntcm)
                                   : persistent::forward_kernel(mode, ntcm);
     if (ntcm != prepared_ntcm) {
-      if (!prepare_kernel(kernel, f.optin_smem, &dyn_limit)) return -1;
+      if (!prepare_kernel(kernel, f.optin_smem, &dyn_limit, &error, definitive)) return -1;
       prepared_ntcm = ntcm;
     }
     if (smem > static_cast<size_t>(dyn_limit)) return 0;
     int fit = 0;
-    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&fit, kernel, kThreads, smem) !=
-        cudaSuccess) {
+    const cudaError_t e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&fit, kernel, kThreads, smem);
+    if (e != cudaSuccess) {
       (void)cudaGetLastError();
+      error = static_cast<int>(e);
       *definitive = false;
       return -1;
     }
@@ -84,8 +96,10 @@ PersistentPlan make_plan(int device, MmaMode mode, bool backward, int B, int H,
   if (!f.ok) {
     return no_plan(mode, backward, B, H);
   }
-  return persistent::plan_shape(mode, backward, B, H, f.sms,
-                                static_cast<size_t>(f.optin_smem), per_sm);
+  PersistentPlan p = persistent::plan_shape(mode, backward, B, H, f.sms,
+                                            static_cast<size_t>(f.optin_smem), per_sm);
+  if (!p.ok) p.error = error;
+  return p;
 }
 
 }  // namespace

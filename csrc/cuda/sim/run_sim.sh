@@ -1,6 +1,7 @@
 #!/bin/bash
 # Builds and runs the CPU simulation of the CUDA kernels (no GPU needed).
-#   csrc/cuda/sim/run_sim.sh [quick|full|plans] [--tsan]
+#   csrc/cuda/sim/run_sim.sh [quick|full|long|grid|plans] [--tsan]
+# long: T = 1000 at the GPU tests' bounds; grid: the real 128-block grid (minutes).
 # --tsan builds with ThreadSanitizer: a missing barrier shows up as a data race.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"

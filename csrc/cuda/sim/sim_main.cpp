@@ -3,38 +3,129 @@
 // forward/backward for every mode, on small odd shapes (all blocks and warp
 // roles, partial tiles, padding, reverse, need_grad). Outputs are poisoned
 // with NaN first, so an element a kernel forgets to write fails.
-//   usage: sim_main [quick|full|plans]
+// The persistent kernels are planned by the real planner (plan_persistent)
+// and started by the real launchers (persistent_forward / persistent_backward)
+// against a stub CUDA runtime that describes an H100/H200-like device whose
+// multiprocessor count is its device number, and runs cudaLaunchCooperativeKernel
+// in the simulation.
+//   usage: sim_main [quick|full|long|grid|plans]
+//   quick  the default suite's cases; full: more shapes
+//   long   T = 1000 at the shapes and error bounds of tests/test_cuda.py
+//   grid   the real grid: H = 512 on 132 SMs (128 / 64 blocks), as fibers
 #include "sim_prelude.h"
 
 // The kernels, compiled as host code.
 #include "../cell_kernel.cuh"
 #include "../persistent_bwd.cu"
 #include "../persistent_fwd.cu"
+#include "../persistent_plan.cu"
 #include "../pointwise_kernels.cuh"
 
 #include <algorithm>
+#include <map>
 #include <random>
 #include <string>
 
-// The launchers in the included .cu files reference these runtime functions; the
-// simulation never calls them (it runs the kernels directly), so no libcudart.
+using namespace lstm_fused::cuda;
+namespace P = lstm_fused::cuda::persistent;
+
+// ------------------------------------------------------ a stub CUDA runtime
+// What the planner and the launchers call, answered for a device like an
+// H100/H200 (compute capability 9.0, cooperative launch, 227 KB of opt-in
+// shared memory per block, 1 KB of it static in the persistent kernels, one
+// 256-thread block per SM at their ~230-250 registers) whose number of
+// multiprocessors is its device number: a case with `sms` SMs runs on device
+// `sms`. No libcudart.
+namespace stub {
+int current_device = 132;
+constexpr int kOptinSmem = 232448;
+constexpr int kStaticSmem = 1024;  // the cooperative-groups grid barrier's, per cuobjdump
+std::map<const void*, int> dyn_limit;
+// kernel -> a runner of the kernel in the simulation, given its argument array.
+std::map<const void*, std::function<void(void**)>> kernels;
+int launches = 0;
+
+template <int MODE, int NTCM>
+void register_kernels() {
+  using S = typename P::ModeTraits<MODE>::T;
+  kernels[P::forward_kernel(static_cast<MmaMode>(MODE), NTCM)] = [](void** args) {
+    P::persistent_forward_kernel<MODE, NTCM>(*static_cast<const P::FwdArgs<S>*>(args[0]));
+  };
+  kernels[P::backward_kernel(static_cast<MmaMode>(MODE), NTCM)] = [](void** args) {
+    P::persistent_backward_kernel<MODE, NTCM>(*static_cast<const P::BwdArgs<S>*>(args[0]));
+  };
+}
+template <int MODE>
+void register_mode() {
+  register_kernels<MODE, P::kNTCSmall>();
+  register_kernels<MODE, P::kNTC>();
+}
+}  // namespace stub
+
 extern "C" {
-cudaError_t CUDARTAPI cudaLaunchCooperativeKernel(const void*, dim3, dim3, void**, size_t,
-                                                  cudaStream_t) {
-  lstm_fused_sim::fail("cudaLaunchCooperativeKernel called in the simulation");
-  return cudaErrorNotSupported;
+cudaError_t CUDARTAPI cudaGetDevice(int* device) {
+  *device = stub::current_device;
+  return cudaSuccess;
+}
+cudaError_t CUDARTAPI cudaDeviceGetAttribute(int* value, enum cudaDeviceAttr attr, int device) {
+  switch (attr) {
+    case cudaDevAttrComputeCapabilityMajor: *value = 9; return cudaSuccess;
+    case cudaDevAttrCooperativeLaunch: *value = 1; return cudaSuccess;
+    case cudaDevAttrMultiProcessorCount: *value = device; return cudaSuccess;
+    case cudaDevAttrMaxSharedMemoryPerBlockOptin: *value = stub::kOptinSmem; return cudaSuccess;
+    default: return cudaErrorInvalidValue;
+  }
+}
+cudaError_t CUDARTAPI cudaFuncGetAttributes(struct cudaFuncAttributes* attr, const void* func) {
+  if (stub::kernels.count(func) == 0) return cudaErrorInvalidDeviceFunction;
+  *attr = cudaFuncAttributes{};
+  attr->sharedSizeBytes = stub::kStaticSmem;
+  attr->maxThreadsPerBlock = P::kThreads;
+  return cudaSuccess;
+}
+cudaError_t CUDARTAPI cudaFuncSetAttribute(const void* func, enum cudaFuncAttribute attr,
+                                           int value) {
+  if (stub::kernels.count(func) == 0) return cudaErrorInvalidDeviceFunction;
+  if (attr != cudaFuncAttributeMaxDynamicSharedMemorySize ||
+      value + stub::kStaticSmem > stub::kOptinSmem) {
+    return cudaErrorInvalidValue;
+  }
+  stub::dyn_limit[func] = value;
+  return cudaSuccess;
+}
+cudaError_t CUDARTAPI cudaOccupancyMaxActiveBlocksPerMultiprocessor(int* num, const void* func,
+                                                                    int block, size_t smem) {
+  if (stub::kernels.count(func) == 0) return cudaErrorInvalidDeviceFunction;
+  const auto it = stub::dyn_limit.find(func);
+  const int limit = it == stub::dyn_limit.end() ? 48 * 1024 - stub::kStaticSmem : it->second;
+  *num = block == P::kThreads && smem <= static_cast<size_t>(limit) ? 1 : 0;
+  return cudaSuccess;
+}
+cudaError_t CUDARTAPI cudaLaunchCooperativeKernel(const void* func, dim3 grid, dim3 block,
+                                                  void** args, size_t smem, cudaStream_t) {
+  const auto it = stub::kernels.find(func);
+  if (it == stub::kernels.end()) return cudaErrorInvalidDeviceFunction;
+  int fit = 0;
+  cudaOccupancyMaxActiveBlocksPerMultiprocessor(&fit, func, static_cast<int>(block.x), smem);
+  if (grid.y != 1 || grid.z != 1 || block.y != 1 || block.z != 1 ||
+      static_cast<int64_t>(fit) * stub::current_device < grid.x) {
+    return cudaErrorCooperativeLaunchTooLarge;
+  }
+  ++stub::launches;
+  const std::function<void(void**)>& run = it->second;
+  lstm_fused_sim::launch(static_cast<int>(grid.x), static_cast<int>(block.x), smem, true,
+                         [&] { run(args); });
+  return cudaSuccess;
 }
 cudaError_t CUDARTAPI cudaGetLastError(void) { return cudaSuccess; }
 }
-
-using namespace lstm_fused::cuda;
-namespace P = lstm_fused::cuda::persistent;
 
 namespace {
 
 std::mt19937 rng(12345);
 int failures = 0;
 int checks = 0;
+bool verbose = false;  // print every check's error (long, grid)
 
 template <typename S>
 S to_s(double v) {
@@ -86,6 +177,7 @@ void compare(const std::string& what, const std::vector<S>& got, const std::vect
     }
   }
   err /= scale;
+  if (verbose) std::printf("     %s: rel err %.3g (tol %.3g)\n", what.c_str(), err, tol);
   if (bad > 0 || !(err <= tol)) {
     std::printf("FAIL %s: rel err %.3g (tol %.3g), %zu non-finite, worst index %zu "
                 "(got %g want %g)\n",
@@ -220,27 +312,59 @@ double mode_tol(int mode) {
     default: return 1e-4;  // 3xTF32: about fp32
   }
 }
+// tests/test_cuda.py's BOUND for the same precision (bf16, fp16, tf32, fp32),
+// against a float64 reference that does not round the state to the storage type.
+double gpu_test_bound(int mode) {
+  static const double bound[] = {3e-2, 5e-3, 1e-2, 1e-4};
+  return bound[mode];
+}
+
+// How a persistent case is checked.
+struct Check {
+  double tol;      // relative error bound
+  bool round_ref;  // the reference rounds what the kernel stores (h, dgates) to the storage type
+};
+Check mode_check(int mode) { return {mode_tol(mode), true}; }
+
+// The real planner's plan on a device with `sms` multiprocessors (stub runtime).
+PersistentPlan plan_on(int sms, int mode, bool backward, int B, int H) {
+  stub::current_device = sms;
+  return plan_persistent(sms, static_cast<MmaMode>(mode), backward, B, H);
+}
+
+std::string plan_tag(const PersistentPlan& plan) {
+  return " [HS=" + std::to_string(plan.HS) + " blocks=" + std::to_string(plan.blocks) +
+         " NTC=" + std::to_string(plan.NTC) + " MT=" + std::to_string(plan.MT) +
+         " WMxWK=" + std::to_string(plan.WM) + "x" + std::to_string(plan.WK) + "]";
+}
+
+// The launcher's status and launch count: a refused or skipped launch fails.
+bool launched(const std::string& tag, cudaError_t err, int launches_before) {
+  if (err == cudaSuccess && stub::launches == launches_before + 1) return true;
+  std::printf("FAIL %s: launch returned %d, %d launches\n", tag.c_str(), static_cast<int>(err),
+              stub::launches - launches_before);
+  ++failures;
+  return false;
+}
 const char* mode_name(int mode) {
   static const char* names[] = {"bf16", "f16", "tf32", "3xtf32"};
   return names[mode];
 }
 
 template <int MODE>
-void test_persistent_forward(int B, int H, int T, bool reverse, bool need_grad, int sms) {
+void test_persistent_forward(int B, int H, int T, bool reverse, bool need_grad, int sms,
+                             Check chk = mode_check(MODE)) {
   using S = typename P::ModeTraits<MODE>::T;
-  const auto plan = P::plan_shape(static_cast<MmaMode>(MODE), false, B, H, sms,
-                                  size_t(227) * 1024, [](int, size_t) { return 1; });
+  const auto plan = plan_on(sms, MODE, false, B, H);
   std::string tag = std::string("fwd ") + mode_name(MODE) + " B=" + std::to_string(B) +
                     " H=" + std::to_string(H) + " T=" + std::to_string(T) +
                     (reverse ? " rev" : "") + (need_grad ? " grad" : "");
   if (!plan.ok) {
-    std::printf("FAIL %s: no plan\n", tag.c_str());
+    std::printf("FAIL %s: no plan (error %d)\n", tag.c_str(), plan.error);
     ++failures;
     return;
   }
-  tag += " [HS=" + std::to_string(plan.HS) + " blocks=" + std::to_string(plan.blocks) +
-         " NTC=" + std::to_string(plan.NTC) + " MT=" + std::to_string(plan.MT) +
-         " WMxWK=" + std::to_string(plan.WM) + "x" + std::to_string(plan.WK) + "]";
+  tag += plan_tag(plan);
   const size_t G = 4 * static_cast<size_t>(H), BH = static_cast<size_t>(B) * H;
   const double a = 1.0 / std::sqrt(double(H));
   auto w = rand_vec<S>(G * H, -2 * a, 2 * a);
@@ -278,30 +402,18 @@ void test_persistent_forward(int B, int H, int T, bool reverse, bool need_grad, 
         rout[t * BH + e] = hn_[e];
         rcells[t * BH + e] = c[e];
       }
-    for (size_t e = 0; e < BH; ++e) h[e] = of_s(to_s<S>(hn_[e]));  // the kernel's h is stored as S
+    for (size_t e = 0; e < BH; ++e) {
+      h[e] = chk.round_ref ? of_s(to_s<S>(hn_[e])) : hn_[e];  // the kernel's h is stored as S
+    }
   }
 
-  P::FwdArgs<S> args;
-  args.s = P::shape_of(plan, T, reverse);
-  args.need_grad = need_grad;
-  args.w_hh = w.data();
-  args.h0 = h0.data();
-  args.c0 = c0.data();
-  args.gates = gates.data();
-  args.output = out.data();
-  args.cells = need_grad ? cells.data() : nullptr;
-  args.h_n = hn.data();
-  args.c_n = cn.data();
-  args.staging = staging.data();
-  const bool small = P::ntc_bound(plan.NTC) == P::kNTCSmall;
-  lstm_fused_sim::launch(plan.blocks, P::kThreads, plan.smem_bytes, true, [&] {
-    if (small) {
-      P::persistent_forward_kernel<MODE, P::kNTCSmall>(args);
-    } else {
-      P::persistent_forward_kernel<MODE, P::kNTC>(args);
-    }
-  });
-  const double tol = mode_tol(MODE);
+  const int before = stub::launches;
+  const cudaError_t err = persistent_forward(plan, nullptr, T, reverse, need_grad, w.data(),
+                                             h0.data(), c0.data(), gates.data(), out.data(),
+                                             need_grad ? cells.data() : nullptr, hn.data(),
+                                             cn.data(), staging.data());
+  if (!launched(tag, err, before)) return;
+  const double tol = chk.tol;
   compare(tag + " output", out, rout, tol);
   std::vector<double> rhn(BH), rcn(BH);
   const int tl = reverse ? 0 : T - 1;
@@ -323,21 +435,19 @@ void test_persistent_forward(int B, int H, int T, bool reverse, bool need_grad, 
 }
 
 template <int MODE>
-void test_persistent_backward(int B, int H, int T, bool reverse, int sms) {
+void test_persistent_backward(int B, int H, int T, bool reverse, int sms,
+                              Check chk = mode_check(MODE)) {
   using S = typename P::ModeTraits<MODE>::T;
-  const auto plan = P::plan_shape(static_cast<MmaMode>(MODE), true, B, H, sms,
-                                  size_t(227) * 1024, [](int, size_t) { return 1; });
+  const auto plan = plan_on(sms, MODE, true, B, H);
   std::string tag = std::string("bwd ") + mode_name(MODE) + " B=" + std::to_string(B) +
                     " H=" + std::to_string(H) + " T=" + std::to_string(T) +
                     (reverse ? " rev" : "");
   if (!plan.ok) {
-    std::printf("FAIL %s: no plan\n", tag.c_str());
+    std::printf("FAIL %s: no plan (error %d)\n", tag.c_str(), plan.error);
     ++failures;
     return;
   }
-  tag += " [HS=" + std::to_string(plan.HS) + " blocks=" + std::to_string(plan.blocks) +
-         " NTC=" + std::to_string(plan.NTC) + " MT=" + std::to_string(plan.MT) +
-         " WMxWK=" + std::to_string(plan.WM) + "x" + std::to_string(plan.WK) + "]";
+  tag += plan_tag(plan);
   const size_t G = 4 * static_cast<size_t>(H), BH = static_cast<size_t>(B) * H;
   const double a = 1.0 / std::sqrt(double(H));
   auto w = rand_vec<S>(G * H, -2 * a, 2 * a);
@@ -382,7 +492,8 @@ void test_persistent_backward(int B, int H, int T, bool reverse, int sms) {
         dc[e] = dct * f;
         for (int k = 0; k < 4; ++k) {
           rdg[gi + k * H] = d[k];
-          dg_s[b * G + k * H + u] = of_s(to_s<S>(d[k]));  // the GEMM sees dgates stored as S
+          // the GEMM sees dgates stored as S
+          dg_s[b * G + k * H + u] = chk.round_ref ? of_s(to_s<S>(d[k])) : d[k];
         }
       }
     for (int b = 0; b < B; ++b)
@@ -393,28 +504,13 @@ void test_persistent_backward(int B, int H, int T, bool reverse, int sms) {
       }
   }
 
-  P::BwdArgs<S> args;
-  args.s = P::shape_of(plan, T, reverse);
-  args.w_hh = w.data();
-  args.gates = gates.data();
-  args.cells = cells.data();
-  args.c0 = c0.data();
-  args.grad_output = go.data();
-  args.grad_hn = ghn.data();
-  args.grad_cn = gcn.data();
-  args.dgates = dgates.data();
-  args.grad_h0 = gh0.data();
-  args.grad_c0 = gc0.data();
-  args.staging = staging.data();
-  const bool small = P::ntc_bound(plan.NTC) == P::kNTCSmall;
-  lstm_fused_sim::launch(plan.blocks, P::kThreads, plan.smem_bytes, true, [&] {
-    if (small) {
-      P::persistent_backward_kernel<MODE, P::kNTCSmall>(args);
-    } else {
-      P::persistent_backward_kernel<MODE, P::kNTC>(args);
-    }
-  });
-  const double tol = mode_tol(MODE);
+  const int before = stub::launches;
+  const cudaError_t err = persistent_backward(plan, nullptr, T, reverse, w.data(), gates.data(),
+                                              cells.data(), c0.data(), go.data(), ghn.data(),
+                                              gcn.data(), dgates.data(), gh0.data(), gc0.data(),
+                                              staging.data());
+  if (!launched(tag, err, before)) return;
+  const double tol = chk.tol;
   compare(tag + " dgates", dgates, rdg, tol);
   compare(tag + " grad_h0", gh0, dh, tol);
   compare(tag + " grad_c0", gc0, dc, tol);
@@ -429,8 +525,7 @@ void print_plans() {
     for (int bwd = 0; bwd < 2; ++bwd)
       for (int B : {1, 8, 64, 256})
         for (int H : {256, 512, 1024, 1280, 1536, 2048}) {
-          const auto p = P::plan_shape(static_cast<MmaMode>(mode), bwd != 0, B, H, 132,
-                                       size_t(232448), [](int, size_t) { return 1; });
+          const auto p = plan_on(132, mode, bwd != 0, B, H);
           if (p.ok) {
             std::printf("%-7s %-4s %5d %5d | %4d %6d %4d %3d %2dx%-2d %9.1f\n", mode_name(mode),
                         bwd ? "bwd" : "fwd", B, H, p.HS, p.blocks, p.NTC, p.MT, p.WM, p.WK,
@@ -472,13 +567,75 @@ void persistent_suite(bool full) {
   }
 }
 
+// T = 1000 at tests/test_cuda.py's long shapes (T, B, I, H) = (1000, 3, 8, 33) and
+// (1000, 65, 16, 100), forward (need_grad) and backward, against an unrounded
+// float64 reference with the GPU tests' bounds. Fibers: faster than threads here.
+template <int MODE>
+void long_suite(bool large_shape) {
+  const Check chk{gpu_test_bound(MODE), false};
+  lstm_fused_sim::g_fibers = true;
+  if (large_shape) {
+    test_persistent_forward<MODE>(65, 100, 1000, true, true, 16, chk);
+    test_persistent_backward<MODE>(65, 100, 1000, false, 16, chk);
+  } else {
+    test_persistent_forward<MODE>(3, 33, 1000, false, true, 3, chk);
+    test_persistent_backward<MODE>(3, 33, 1000, true, 3, chk);
+  }
+  lstm_fused_sim::g_fibers = false;
+}
+
+// The grid of the benchmarks on an H100/H200: H = 512 on 132 SMs, which the
+// planner must split into 128 forward blocks (HS = 4) and 64 backward blocks
+// (HS = 8); 32768 and 16384 simulated threads, as fibers.
+template <int MODE>
+void grid_suite(int B) {
+  for (int bwd = 0; bwd < 2; ++bwd) {
+    const auto p = plan_on(132, MODE, bwd != 0, B, 512);
+    const int want = bwd ? 64 : 128;
+    ++checks;
+    if (!p.ok || p.blocks != want) {
+      std::printf("FAIL grid %s %s B=%d H=512: plan ok=%d blocks=%d, expected %d\n",
+                  mode_name(MODE), bwd ? "bwd" : "fwd", B, p.ok, p.blocks, want);
+      ++failures;
+    }
+  }
+  lstm_fused_sim::g_fibers = true;
+  test_persistent_forward<MODE>(B, 512, 2, false, true, 132);
+  test_persistent_backward<MODE>(B, 512, 2, false, 132);
+  lstm_fused_sim::g_fibers = false;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   const std::string what = argc > 1 ? argv[1] : "quick";
+  stub::register_mode<0>();
+  stub::register_mode<1>();
+  stub::register_mode<2>();
+  stub::register_mode<3>();
   if (what == "plans") {
     print_plans();
     return 0;
+  }
+  verbose = what == "long" || what == "grid";
+  setvbuf(stdout, nullptr, _IOLBF, 0);  // progress of the slow runs, line by line
+  if (what == "long") {
+    // every mode at the small shape first (cheap), then the large one (minutes each)
+    long_suite<0>(false);
+    long_suite<1>(false);
+    long_suite<2>(false);
+    long_suite<3>(false);
+    long_suite<0>(true);
+    long_suite<1>(true);
+    long_suite<2>(true);
+    long_suite<3>(true);
+  } else if (what == "grid") {
+    grid_suite<0>(8);
+    grid_suite<3>(64);
+  }
+  if (what == "long" || what == "grid") {
+    std::printf("%s: %d checks, %d failures\n", failures ? "FAILED" : "OK", checks, failures);
+    return failures ? 1 : 0;
   }
   const bool full = what == "full";
   test_pointwise<float>(3, 33, true, true);
@@ -500,6 +657,13 @@ int main(int argc, char** argv) {
   persistent_suite<1>(full);
   persistent_suite<2>(full);
   persistent_suite<3>(full);
+  // T = 1000 at the GPU tests' bounds, bf16 and fp32 (3xTF32) at the smaller
+  // shape (every mode and both shapes: `long`). Fibers hide races from
+  // ThreadSanitizer's view of threads: not under --tsan.
+#ifndef __SANITIZE_THREAD__
+  long_suite<0>(false);
+  long_suite<3>(false);
+#endif
 
   std::printf("%s: %d checks, %d failures\n", failures ? "FAILED" : "OK", checks, failures);
   return failures ? 1 : 0;
