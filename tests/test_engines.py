@@ -38,10 +38,12 @@ def skip_unless_available(engine, dtype):
 @pytest.mark.parametrize("engine", GEMM_ENGINES, indirect=True)
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize(
-    "H,kw", [(64, dict()), (48, dict(bidirectional=True, num_layers=2)), (32, dict(proj_size=16))],
-    ids=["plain", "bidir-2layer", "proj"])
+    "H,kw", [(64, dict()), (48, dict(bidirectional=True, num_layers=2)), (32, dict(proj_size=16)),
+             (8, dict())],
+    ids=["plain", "bidir-2layer", "proj", "H8"])
 def test_padded(engine, dtype, H, kw):
-    """H = 64, 48, 32: groups of 64, 16 and 32 units in the fused step."""
+    """H = 64, 48, 32: groups of 64, 16 and 32 units in the fused step; H = 8:
+    too narrow for it (the product alone still runs on brgemm)."""
     skip_unless_available(engine, dtype)
     D, L = 2 if kw.get("bidirectional") else 1, kw.get("num_layers", 1)
     P = kw.get("proj_size", H)
@@ -50,8 +52,10 @@ def test_padded(engine, dtype, H, kw):
     hx = (torch.randn(D * L, 8, P, dtype=torch.float64), torch.randn(D * L, 8, H, dtype=torch.float64))
     before = lstm_fused.cpu_engine_counts()
     got = outputs_and_grads(ours, x, hx, True, dtype)
-    # one forward step and one backward product per layer and direction
-    assert ran(engine, before) == 2 * D * L, lstm_fused.cpu_engine_counts()
+    # one forward step and one backward product per layer and direction; onednn
+    # takes products of 16 columns or more: the backward's has H
+    products = 2 if engine != "onednn" or H % 16 == 0 else 1
+    assert ran(engine, before) == products * D * L, lstm_fused.cpu_engine_counts()
     theirs = outputs_and_grads(ref, x, hx, True, dtype)
     want = outputs_and_grads(ref64, x, hx, True, torch.float64)
     check(got, theirs, want, NAMES + [n for n, _ in ours.named_parameters()], dtype)

@@ -186,7 +186,8 @@ template <class Activations, typename scalar_t>
 class BrgemmFusedStep {
  public:
   static bool usable(int64_t H, bool proj, at::ScalarType dtype) {
-    return !proj && H > 0 && brgemm_usable(dtype, 4 * H, H);
+    // groups of whole brgemm blocks of units: H a multiple of 16
+    return !proj && brgemm_block(H) > 0 && brgemm_usable(dtype, 4 * H, H);
   }
 
   // w_hh (4H, H), any strides; batch: the rows of the whole batch.
