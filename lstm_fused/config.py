@@ -1,7 +1,9 @@
 """Which kernels run: the CUDA kernel path of the sequence op ('auto' by
 default: the persistent kernel when it fits on the card, else the per-step
 path; 'persistent' or 'step'; LSTM_FUSED_PATH), and the CPU engine of the
-recurrence (set_cpu_engine; LSTM_FUSED_CPU_ENGINE)."""
+recurrence ('auto' by default: each kind of call timed once per process on
+this CPU and the fastest kept; or one engine pinned; LSTM_FUSED_CPU_ENGINE;
+csrc/cpu/engine_cpu.h)."""
 import contextlib
 import os
 
@@ -11,56 +13,36 @@ from ._ops import _C
 
 _C_ops = torch.ops.lstm_fused
 
+
+def _setting(what, names, store, load):
+    """set, get and a context manager (use) for a named process-wide choice."""
+
+    def set_(name: str) -> None:
+        if name not in names:
+            raise ValueError(f"lstm_fused: {what} must be one of {names}, got {name!r}")
+        store(names.index(name))
+
+    def get() -> str:
+        return names[load()]
+
+    @contextlib.contextmanager
+    def use(name: str):
+        previous = get()
+        set_(name)
+        try:
+            yield
+        finally:
+            set_(previous)
+
+    return set_, get, use
+
+
 _PATHS = ("auto", "persistent", "step")
+set_path, get_path, use_path = _setting("path", _PATHS, _C.set_path, _C.get_path)
 
-
-def set_path(name: str) -> None:
-    if name not in _PATHS:
-        raise ValueError(f"lstm_fused: path must be one of {_PATHS}, got {name!r}")
-    _C.set_path(_PATHS.index(name))
-
-
-def get_path() -> str:
-    return _PATHS[_C.get_path()]
-
-
-@contextlib.contextmanager
-def use_path(name: str):
-    previous = get_path()
-    set_path(name)
-    try:
-        yield
-    finally:
-        set_path(previous)
-
-
-set_path(os.environ.get("LSTM_FUSED_PATH", "auto"))
-
-
-# The CPU engines of the recurrence (csrc/cpu/engine_cpu.h): 'auto' (default;
-# each kind of call timed once per process on this CPU, the fastest kept) or
-# one engine pinned. Read from LSTM_FUSED_CPU_ENGINE at import.
 CPU_ENGINES = tuple(_C_ops._cpu_engine_names())
-
-
-def set_cpu_engine(name: str) -> None:
-    if name not in CPU_ENGINES:
-        raise ValueError(f"lstm_fused: CPU engine must be one of {CPU_ENGINES}, got {name!r}")
-    _C_ops._cpu_set_engine(CPU_ENGINES.index(name))
-
-
-def get_cpu_engine() -> str:
-    return CPU_ENGINES[_C_ops._cpu_get_engine()]
-
-
-@contextlib.contextmanager
-def use_cpu_engine(name: str):
-    previous = get_cpu_engine()
-    set_cpu_engine(name)
-    try:
-        yield
-    finally:
-        set_cpu_engine(previous)
+set_cpu_engine, get_cpu_engine, use_cpu_engine = _setting(
+    "CPU engine", CPU_ENGINES, _C_ops._cpu_set_engine, _C_ops._cpu_get_engine)
 
 
 def cpu_engine_counts() -> dict:
@@ -81,4 +63,5 @@ def cpu_engine_choices() -> list:
     return list(_C_ops._cpu_engine_choices())
 
 
+set_path(os.environ.get("LSTM_FUSED_PATH", "auto"))
 set_cpu_engine(os.environ.get("LSTM_FUSED_CPU_ENGINE", "auto"))
