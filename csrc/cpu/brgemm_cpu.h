@@ -44,10 +44,9 @@ class BrgemmBlocks {
   // per gate with gate_groups, columns otherwise); must divide N (H).
   // vnni: the weight is VNNI-packed (brgemm_support).
   BrgemmBlocks(const at::Tensor& w, int64_t nb, bool gate_groups, bool vnni)
-      : n_(w.size(0)), k_(w.size(1)), nb_(nb), vnni_(vnni) {
+      : k_(w.size(1)), width_(gate_groups ? 4 * nb : nb), blocks_(w.size(0) / width_),
+        vnni_(vnni) {
     const auto dtype = c10::CppTypeToScalarType<scalar_t>::value;
-    width_ = gate_groups ? 4 * nb : nb;
-    blocks_ = n_ / width_;
     auto wt = w.to(dtype);
     at::Tensor laid;
     if (gate_groups) {
@@ -70,7 +69,6 @@ class BrgemmBlocks {
 
   int64_t blocks() const { return blocks_; }
   int64_t width() const { return width_; }
-  int64_t k() const { return k_; }
 
   // c (m, width) float, ld ldc = a (m, K) · block j; add: c += instead of =.
   void run(int64_t j, int64_t m, const scalar_t* a, int64_t lda, float* c, int64_t ldc,
@@ -89,7 +87,7 @@ class BrgemmBlocks {
   }
 
  private:
-  int64_t n_, k_, nb_, width_ = 0, blocks_ = 0;
+  int64_t k_, width_, blocks_;
   bool vnni_;
   at::Tensor packed_;
 };

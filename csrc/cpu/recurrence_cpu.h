@@ -161,15 +161,6 @@ class CpuStepGemm {
     std::visit([&](auto& g) { g.product(c, a, n); }, impl_);
   }
 
- private:
-  // The variant's initial state: never left so (the constructor builds an engine).
-  struct Unbuilt {
-    void accumulate(const at::Tensor&, const at::Tensor&, int64_t) const { fail(); }
-    void product(const at::Tensor&, const at::Tensor&, int64_t) const { fail(); }
-    static void fail() { TORCH_CHECK(false, "lstm_fused: CPU step GEMM used before it was built"); }
-  };
-
- public:
 
   // Below kMinPreparedRows rows only aten runs, unless the pinned engine can.
   static std::vector<CpuEngine> prepared_or_pinned(const std::vector<CpuEngine>& engines,
@@ -183,6 +174,13 @@ class CpuStepGemm {
   }
 
  private:
+  // The variant's initial state: never left so (the constructor builds an engine).
+  struct Unbuilt {
+    void accumulate(const at::Tensor&, const at::Tensor&, int64_t) const { fail(); }
+    void product(const at::Tensor&, const at::Tensor&, int64_t) const { fail(); }
+    static void fail() { TORCH_CHECK(false, "lstm_fused: CPU step GEMM used before it was built"); }
+  };
+
   CpuEngine engine_;
   std::variant<Unbuilt, LibraryStepGemm, PackedStepGemm, BrgemmStepGemm<float>,
                BrgemmStepGemm<at::BFloat16>, BrgemmStepGemm<at::Half>>
