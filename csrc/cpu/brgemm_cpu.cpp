@@ -2,8 +2,7 @@
 #include "brgemm_cpu.h"
 #include "recurrence_cpu.h"
 
-#include <c10/util/Exception.h>
-
+#include <exception>
 #include <limits>
 #include <mutex>
 
@@ -14,6 +13,9 @@ template <typename scalar_t>
 BrgemmSupport probe() {
   BrgemmSupport s;
   const auto dtype = c10::CppTypeToScalarType<scalar_t>::value;
+  // 16-bit types only where the CPU has dot products for them: elsewhere the
+  // micro-kernel has no fast path to offer (and is not asked to find one).
+  if (dtype != at::kFloat && !cpu_has_16bit_dot(dtype)) return s;
   s.vnni = dtype != at::kFloat && at::native::cpublas::could_pack(dtype);
   try {
     // Non-trivial sizes: two blocks of 16 columns, K = 32, three rows.
@@ -28,7 +30,7 @@ BrgemmSupport probe() {
     blocks.release();
     const auto ref = at::mm(a.to(at::kFloat), w.to(at::kFloat).t());
     s.usable = at::allclose(c, ref, 1e-3, 1e-3);
-  } catch (const c10::Error&) {
+  } catch (const std::exception&) {
     s.usable = false;
   }
   return s;

@@ -7,6 +7,7 @@
 #include "small_batch_cpu.h"
 
 #include <ATen/Context.h>
+#include <ATen/cpu/Utils.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
@@ -16,6 +17,7 @@
 #include <map>
 #include <mutex>
 #include <tuple>
+#include <utility>
 
 namespace lstm_fused {
 namespace {
@@ -52,6 +54,19 @@ CpuEngine fastest(const std::vector<std::pair<CpuEngine, std::function<void()>>>
 }
 
 }  // namespace
+
+bool cpu_has_16bit_dot(at::ScalarType t) {
+  static const auto has = [] {
+    const auto caps = at::cpu::get_cpu_capabilities();
+    auto flag = [&](const char* name) {
+      const auto it = caps.find(name);
+      return it != caps.end() && it->second.isBool() && it->second.toBool();
+    };
+    return std::pair<bool, bool>{flag("amx_bf16") || flag("avx512_bf16"),
+                                 flag("amx_fp16") || flag("avx512_fp16")};
+  }();
+  return t == at::kBFloat16 ? has.first : t == at::kHalf ? has.second : false;
+}
 
 CpuEngine pinned_cpu_engine() { return static_cast<CpuEngine>(g_pinned.load(std::memory_order_relaxed)); }
 void set_pinned_cpu_engine(CpuEngine e) { g_pinned.store(static_cast<int>(e), std::memory_order_relaxed); }

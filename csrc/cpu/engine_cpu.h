@@ -40,6 +40,11 @@ inline constexpr std::array<const char*, static_cast<int>(CpuEngine::kCount)> kC
 // B = 64.
 inline constexpr int64_t kMinPreparedRows = 64;
 
+// Whether the CPU multiplies `t` (bfloat16 or float16) natively: AMX or
+// AVX-512's BF16/FP16 dot products, as torch's CPU detection (cpuinfo)
+// reports them.
+bool cpu_has_16bit_dot(at::ScalarType t);
+
 CpuEngine pinned_cpu_engine();
 void set_pinned_cpu_engine(CpuEngine e);
 

@@ -7,11 +7,9 @@
 #include <ATen/cpu/vec/functional.h>
 #include <ATen/cpu/vec/vec.h>
 #include <ATen/OpMathType.h>
-#include <ATen/cpu/Utils.h>
 
 #include <algorithm>
 #include <cmath>
-#include <utility>
 #include <type_traits>
 
 #include "host_pool.h"
@@ -34,25 +32,10 @@ struct CpuPointwise {
   static void mm_out(at::Tensor& out, const at::Tensor& a, const at::Tensor& b) {
     const auto t = out.scalar_type();
     if (t == at::kBFloat16 || t == at::kHalf) {
-      large_16bit_mm_out(out, a, b, native_16bit_dot(t));
+      large_16bit_mm_out(out, a, b, cpu_has_16bit_dot(t));
     } else {
       at::mm_out(out, a, b);
     }
-  }
-
-  // Whether the CPU multiplies `t` (bfloat16 or float16) natively, as torch's
-  // CPU detection (cpuinfo) reports it; read once.
-  static bool native_16bit_dot(at::ScalarType t) {
-    static const auto has = [] {
-      const auto caps = at::cpu::get_cpu_capabilities();
-      auto flag = [&](const char* name) {
-        const auto it = caps.find(name);
-        return it != caps.end() && it->second.isBool() && it->second.toBool();
-      };
-      return std::pair<bool, bool>{flag("amx_bf16") || flag("avx512_bf16"),
-                                   flag("amx_fp16") || flag("avx512_fp16")};
-    }();
-    return t == at::kBFloat16 ? has.first : has.second;
   }
 
   // Below this many elements per call, threading costs more than it saves.
