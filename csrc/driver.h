@@ -7,8 +7,8 @@
 #include <ATen/Dispatch.h>
 
 #include <cstdlib>
-#include <memory>
 #include <limits>
+#include <memory>
 #include <tuple>
 #include <type_traits>
 
