@@ -164,21 +164,16 @@ __global__ void __launch_bounds__(kCellThreads, 2)
       if (b_hh != nullptr) s += to_acc(b_hh[k * H + u]);
       pre[k] = s;
     }
-    const float ig = detail::sigmoid_acc(pre[0]);
-    const float fg = detail::sigmoid_acc(pre[1]);
-    const float gg = detail::tanh_acc(pre[2]);
-    const float og = detail::sigmoid_acc(pre[3]);
     const int64_t b = b0 + bb;
-    const float cn = fg * to_acc(c[b * H + u]) + ig * gg;
-    const float hn = og * detail::tanh_acc(cn);
-    c_out[b * H + u] = from_acc<T>(cn);
-    h_out[b * H + u] = from_acc<T>(hn);
+    const auto st = detail::cell_forward(pre, to_acc(c[b * H + u]));
+    c_out[b * H + u] = from_acc<T>(st.c);
+    h_out[b * H + u] = from_acc<T>(st.h);
     if (gates != nullptr) {
       T* g = gates + b * 4 * H;
-      g[u] = from_acc<T>(ig);
-      g[H + u] = from_acc<T>(fg);
-      g[2 * H + u] = from_acc<T>(gg);
-      g[3 * H + u] = from_acc<T>(og);
+      g[u] = from_acc<T>(st.i);
+      g[H + u] = from_acc<T>(st.f);
+      g[2 * H + u] = from_acc<T>(st.g);
+      g[3 * H + u] = from_acc<T>(st.o);
     }
   }
 }

@@ -77,6 +77,47 @@ __device__ __forceinline__ double sigmoid_acc(double x) { return 1.0 / (1.0 + ex
 __device__ __forceinline__ float tanh_acc(float x) { return tanhf(x); }
 __device__ __forceinline__ double tanh_acc(double x) { return tanh(x); }
 
+// The LSTM cell, once for every kernel (pointwise, fused cell, persistent):
+// from the pre-activations (i, f, g, o) and c_{t-1}, the activated gates,
+// c_t and h_t.
+template <typename A>
+struct CellState {
+  A i, f, g, o, c, h;
+};
+template <typename A>
+__device__ __forceinline__ CellState<A> cell_forward(const A (&pre)[4], A c_prev) {
+  CellState<A> s;
+  s.i = sigmoid_acc(pre[0]);
+  s.f = sigmoid_acc(pre[1]);
+  s.g = tanh_acc(pre[2]);
+  s.o = sigmoid_acc(pre[3]);
+  s.c = s.f * c_prev + s.i * s.g;
+  s.h = s.o * tanh_acc(s.c);
+  return s;
+}
+
+// Its backward: from the activated gates, c_t, c_{t-1}, dL/dh_t and dL/dc_t,
+// dL/d(pre-activations) in d[0..3] and dL/dc_{t-1} in dc_prev.
+template <typename A>
+struct CellGrad {
+  A d[4];
+  A dc_prev;
+};
+template <typename A>
+__device__ __forceinline__ CellGrad<A> cell_backward(A i, A f, A g, A o, A c, A c_prev, A dh,
+                                                     A dc) {
+  const A one = A(1);
+  const A tc = tanh_acc(c);
+  const A dct = dc + dh * o * (one - tc * tc);
+  CellGrad<A> r;
+  r.d[0] = dct * g * i * (one - i);
+  r.d[1] = dct * c_prev * f * (one - f);
+  r.d[2] = dct * i * (one - g * g);
+  r.d[3] = dh * tc * o * (one - o);
+  r.dc_prev = dct * f;
+  return r;
+}
+
 // Raw 16-bit pattern of a half/bfloat16 value, for packing into 32-bit registers.
 __device__ __forceinline__ uint32_t bits16(__half v) { return __half_as_ushort(v); }
 __device__ __forceinline__ uint32_t bits16(__nv_bfloat16 v) { return __bfloat16_as_ushort(v); }

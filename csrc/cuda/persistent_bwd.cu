@@ -145,21 +145,14 @@ __global__ void __launch_bounds__(kThreads, 1)
       const int b = pw.b;
       const int u = u0 + pw.j;
       if (b < B && u < H) {
-        const float ig = pg[i][0], fg = pg[i][1], gg = pg[i][2], og = pg[i][3];
-        const float dh = pgo[i] + Dh[p];
-        const float tc = detail::tanh_acc(pc[i]);
-        const float dct = Dc[p] + dh * og * (1.f - tc * tc);
-        float d[4];
-        d[0] = dct * gg * ig * (1.f - ig);
-        d[1] = dct * pcp[i] * fg * (1.f - fg);
-        d[2] = dct * ig * (1.f - gg * gg);
-        d[3] = dh * tc * og * (1.f - og);
-        Dc[p] = dct * fg;
+        const auto r = detail::cell_backward(pg[i][0], pg[i][1], pg[i][2], pg[i][3], pc[i],
+                                             pcp[i], pgo[i] + Dh[p], Dc[p]);
+        Dc[p] = r.dc_prev;
         T* dst = dgt + static_cast<int64_t>(b) * G4 + u;
         T* stg = gbw + static_cast<int64_t>(b) * Kpad + u;
 #pragma unroll
         for (int k = 0; k < 4; ++k) {
-          const T v = detail::from_acc<T>(d[k]);
+          const T v = detail::from_acc<T>(r.d[k]);
           dst[k * static_cast<int64_t>(H)] = v;
           stg[k * static_cast<int64_t>(H)] = v;
         }

@@ -152,14 +152,10 @@ __global__ void __launch_bounds__(kThreads, 1)
         float pre[4];
 #pragma unroll
         for (int k = 0; k < 4; ++k) pre[k] = xr[i][k] + dev::sum_partials(Pre, s, b, k * HS + j);
-        const float ig = detail::sigmoid_acc(pre[0]);
-        const float fg = detail::sigmoid_acc(pre[1]);
-        const float gg = detail::tanh_acc(pre[2]);
-        const float og = detail::sigmoid_acc(pre[3]);
-        const float cn = fg * Cs[p] + ig * gg;
-        const float hn = og * detail::tanh_acc(cn);
+        const auto st = detail::cell_forward(pre, Cs[p]);
+        const float cn = st.c;
         Cs[p] = cn;
-        const T hv = detail::from_acc<T>(hn);
+        const T hv = detail::from_acc<T>(st.h);
         hnxt[static_cast<int64_t>(b) * Kpad + u] = hv;
         a.output[ot + static_cast<int64_t>(b) * H + u] = hv;
         if (step + 1 == s.steps) {
@@ -168,10 +164,10 @@ __global__ void __launch_bounds__(kThreads, 1)
         }
         if (a.need_grad) {
           T* dst = gt + static_cast<int64_t>(b) * G4 + u;  // read above by this thread only
-          dst[0] = detail::from_acc<T>(ig);
-          dst[H] = detail::from_acc<T>(fg);
-          dst[2 * static_cast<int64_t>(H)] = detail::from_acc<T>(gg);
-          dst[3 * static_cast<int64_t>(H)] = detail::from_acc<T>(og);
+          dst[0] = detail::from_acc<T>(st.i);
+          dst[H] = detail::from_acc<T>(st.f);
+          dst[2 * static_cast<int64_t>(H)] = detail::from_acc<T>(st.g);
+          dst[3 * static_cast<int64_t>(H)] = detail::from_acc<T>(st.o);
           a.cells[ot + static_cast<int64_t>(b) * H + u] = detail::from_acc<T>(cn);
         }
       }

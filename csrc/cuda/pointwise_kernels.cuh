@@ -34,21 +34,16 @@ __global__ void __launch_bounds__(kPwThreads)
       if (b_ih != nullptr) pre[k] += to_acc(b_ih[k * H + u]);
       if (b_hh != nullptr) pre[k] += to_acc(b_hh[k * H + u]);
     }
-    const A i = detail::sigmoid_acc(pre[0]);
-    const A f = detail::sigmoid_acc(pre[1]);
-    const A gg = detail::tanh_acc(pre[2]);
-    const A o = detail::sigmoid_acc(pre[3]);
     // c_prev may alias c_out: read before the write, same element, same thread.
-    const A cn = f * to_acc(c_prev[idx]) + i * gg;
-    const A hn = o * detail::tanh_acc(cn);
-    g[u] = from_acc<T>(i);
-    g[H + u] = from_acc<T>(f);
-    g[2 * H + u] = from_acc<T>(gg);
-    g[3 * H + u] = from_acc<T>(o);
-    c_out[idx] = from_acc<T>(cn);
-    h_out[idx] = from_acc<T>(hn);
-    if (h_copy != nullptr) h_copy[idx] = from_acc<T>(hn);
-    if (c_copy != nullptr) c_copy[idx] = from_acc<T>(cn);
+    const auto s = detail::cell_forward(pre, to_acc(c_prev[idx]));
+    g[u] = from_acc<T>(s.i);
+    g[H + u] = from_acc<T>(s.f);
+    g[2 * H + u] = from_acc<T>(s.g);
+    g[3 * H + u] = from_acc<T>(s.o);
+    c_out[idx] = from_acc<T>(s.c);
+    h_out[idx] = from_acc<T>(s.h);
+    if (h_copy != nullptr) h_copy[idx] = from_acc<T>(s.h);
+    if (c_copy != nullptr) c_copy[idx] = from_acc<T>(s.c);
   }
 }
 
@@ -67,20 +62,14 @@ __global__ void __launch_bounds__(kPwThreads)
     const int64_t u = idx - r * H;
     const T* g = gates + r * 4 * H;
     T* dg = dgates + r * 4 * H;
-    const A i = to_acc(g[u]);
-    const A f = to_acc(g[H + u]);
-    const A gg = to_acc(g[2 * H + u]);
-    const A o = to_acc(g[3 * H + u]);
     A dh = to_acc(dh_a[idx]);
     if (dh_b != nullptr) dh += to_acc(dh_b[idx]);
-    const A one = A(1);
-    const A tc = detail::tanh_acc(to_acc(c[idx]));
-    const A dct = to_acc(dc[idx]) + dh * o * (one - tc * tc);
-    dg[u] = from_acc<T>(dct * gg * i * (one - i));
-    dg[H + u] = from_acc<T>(dct * to_acc(c_prev[idx]) * f * (one - f));
-    dg[2 * H + u] = from_acc<T>(dct * i * (one - gg * gg));
-    dg[3 * H + u] = from_acc<T>(dh * tc * o * (one - o));
-    dc[idx] = from_acc<T>(dct * f);
+    const auto grad = detail::cell_backward(to_acc(g[u]), to_acc(g[H + u]), to_acc(g[2 * H + u]),
+                                            to_acc(g[3 * H + u]), to_acc(c[idx]),
+                                            to_acc(c_prev[idx]), dh, to_acc(dc[idx]));
+#pragma unroll
+    for (int k = 0; k < 4; ++k) dg[k * H + u] = from_acc<T>(grad.d[k]);
+    dc[idx] = from_acc<T>(grad.dc_prev);
   }
 }
 
