@@ -12,8 +12,10 @@
 #include <ATen/ATen.h>
 
 #include <cstddef>
+#include <optional>
 
 #include "engine_cpu.h"
+#include "library_gemm_cpu.h"
 
 // MKL's packed-GEMM API with 32-bit integers (LP64), which torch's x86 builds
 // export from libtorch_cpu. Weak, so that the extension still loads against a
@@ -36,9 +38,9 @@ class PackedStepGemm {
   // of a contiguous matrix packs without a copy); batch: the rows of the whole
   // batch, a hint for the packing.
   PackedStepGemm(const at::Tensor& w, int64_t batch, int64_t steps)
-      : w_(w), n_(w.size(0)), k_(w.size(1)), prepare_(steps * batch >= kMinPreparedRows) {
+      : w_(w), n_(w.size(0)), k_(w.size(1)), batch_(batch), steps_(steps) {
     const auto dtype = w.scalar_type();
-    if (!available() || !prepare_ || batch <= 0 || n_ == 0 || k_ == 0 ||
+    if (!available() || steps * batch < kMinPreparedRows || batch <= 0 || n_ == 0 || k_ == 0 ||
         (dtype != at::kFloat && dtype != at::kBFloat16 && dtype != at::kHalf)) {
       return;
     }
@@ -105,23 +107,18 @@ class PackedStepGemm {
       }
       return;
     }
-    auto cn = c.narrow(0, 0, n);
-    const auto an = a.narrow(0, 0, n);
+    // Built on first use: most calls never need it.
+    if (!library_) library_.emplace(w_, batch_, steps_);
     if (beta == 0.0f) {
-      at::mm_out(cn, an, w_t());
+      library_->product(c, a, n);
     } else {
-      cn.addmm_(an, w_t());
+      library_->accumulate(c, a, n);
     }
   }
 
-  const at::Tensor& w_t() {
-    if (!w_t_.defined()) w_t_ = prepare_ ? w_.t().contiguous() : w_.t();
-    return w_t_;
-  }
-
-  at::Tensor w_, w_t_, packed_, a_f_, c_f_;
-  int64_t n_, k_;
-  bool prepare_;
+  at::Tensor w_, packed_, a_f_, c_f_;
+  int64_t n_, k_, batch_, steps_;
+  std::optional<LibraryStepGemm> library_;
 };
 
 }  // namespace lstm_fused

@@ -19,28 +19,11 @@
 
 #include "brgemm_cpu.h"
 #include "engine_cpu.h"
+#include "library_gemm_cpu.h"
 #include "packed_gemm_cpu.h"
 #include "small_batch_cpu.h"
 
 namespace lstm_fused {
-
-// aten: the library GEMM on wᵀ (a contiguous copy when the call has rows
-// enough to repay it).
-class LibraryStepGemm {
- public:
-  LibraryStepGemm(const at::Tensor& w, int64_t batch, int64_t steps)
-      : w_t_(batch * steps >= kMinPreparedRows ? w.t().contiguous() : w.t()) {}
-  void accumulate(const at::Tensor& c, const at::Tensor& a, int64_t n) const {
-    c.narrow(0, 0, n).addmm_(a.narrow(0, 0, n), w_t_);
-  }
-  void product(const at::Tensor& c, const at::Tensor& a, int64_t n) const {
-    auto cn = c.narrow(0, 0, n);
-    at::mm_out(cn, a.narrow(0, 0, n), w_t_);
-  }
-
- private:
-  at::Tensor w_t_;
-};
 
 // Random operands of a call's shapes, to time candidates on; from a generator
 // of their own, so that the user's random stream is not touched.
@@ -160,7 +143,6 @@ class CpuStepGemm {
   void product(const at::Tensor& c, const at::Tensor& a, int64_t n) {
     std::visit([&](auto& g) { g.product(c, a, n); }, impl_);
   }
-
 
   // Below kMinPreparedRows rows only aten runs, unless the pinned engine can.
   static std::vector<CpuEngine> prepared_or_pinned(const std::vector<CpuEngine>& engines,
