@@ -152,3 +152,22 @@ def test_nothing_is_recorded_or_held_outside_the_context():
     with lstm_fused.record_gates(other) as rec2:
         ours(x)  # not inside the recorded model
     assert dict(rec2) == {}
+
+
+def test_functional_lengths_in_any_order_record_in_the_callers_order():
+    """lstm(..., lengths=) sorts the batch for the kernels; the recorder gets
+    it back in the caller's order, zeros past each sequence's end."""
+    _, ours, ref64 = make_pair(torch.float32, input_size=4, hidden_size=16)
+    lengths = torch.tensor([3, 9, 1, 6])
+    x = torch.randn(9, 4, 4, dtype=torch.float64)
+    rec = lstm_fused.GateRecorder()
+
+    def record(layer, direction, gates, c, valid):
+        rec.setdefault("l0", lstm_fused.GateRecord())._add(gates, c, valid)
+
+    weights = [getattr(ours, n) for n in ours._flat_weights_names]
+    with torch.no_grad():
+        lstm_fused.functional.lstm(x.float(), weights, lengths=lengths, _record=record)
+    zeros = torch.zeros(1, 4, 16, dtype=torch.float64)
+    check(rec, reference_gates(ref64, x, zeros, zeros, lengths), "", torch.float32)
+    assert torch.equal(rec["l0"].valid, torch.arange(9).unsqueeze(1) < lengths)
