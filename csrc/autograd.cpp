@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <vector>
 
+#include "checks.h"
 #include "reference.h"
 
 namespace lstm_fused {
@@ -70,22 +71,25 @@ class LayerFunction : public torch::autograd::Function<LayerFunction> {
                                const std::optional<Tensor>& b_ih,
                                const std::optional<Tensor>& b_hh,
                                const std::optional<Tensor>& w_hr,
-                               const std::optional<Tensor>& lengths, bool reverse, bool need_grad) {
+                               const std::optional<Tensor>& lengths, bool reverse, bool need_grad,
+                               int64_t variant, const std::optional<Tensor>& peephole) {
     static const auto op = c10::Dispatcher::singleton()
                                .findSchemaOrThrow("lstm_fused::lstm_layer", "")
                                .typed<std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor>(
                                    const Tensor&, const Tensor&, const Tensor&, const Tensor&,
                                    const Tensor&, const std::optional<Tensor>&,
                                    const std::optional<Tensor>&, const std::optional<Tensor>&,
-                                   const std::optional<Tensor>&, bool, bool)>();
+                                   const std::optional<Tensor>&, bool, bool, int64_t,
+                                   const std::optional<Tensor>&)>();
     at::AutoDispatchBelowADInplaceOrView below_autograd;
-    auto [out, hn, cn, gates, cells] =
-        op.call(input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths, reverse, need_grad);
-    ctx->save_for_backward(
-        {input, h0, c0, w_ih, w_hh, opt(b_ih), opt(b_hh), opt(w_hr), out, gates, cells});
+    auto [out, hn, cn, gates, cells] = op.call(input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr,
+                                               lengths, reverse, need_grad, variant, peephole);
+    ctx->save_for_backward({input, h0, c0, w_ih, w_hh, opt(b_ih), opt(b_hh), opt(w_hr), out,
+                            gates, cells, opt(peephole)});
     ctx->saved_data["lengths"] = lengths;
     ctx->saved_data["reverse"] = reverse;
     ctx->saved_data["need_grad"] = need_grad;
+    ctx->saved_data["variant"] = variant;
     ctx->mark_non_differentiable({gates, cells});
     return {out, hn, cn, gates, cells};
   }
@@ -97,37 +101,40 @@ class LayerFunction : public torch::autograd::Function<LayerFunction> {
     const auto s = ctx->get_saved_variables();
     const Tensor &input = s[0], &h0 = s[1], &c0 = s[2], &w_ih = s[3], &w_hh = s[4];
     const Tensor &b_ih = s[5], &b_hh = s[6], &w_hr = s[7], &out = s[8], &gates = s[9],
-                 &cells = s[10];
+                 &cells = s[10], &peep = s[11];
     const auto lengths = ctx->saved_data["lengths"].toOptional<Tensor>();
     const bool reverse = ctx->saved_data["reverse"].toBool();
+    const int64_t variant = ctx->saved_data["variant"].toInt();
+    const CellKind kind = cell_kind(variant, as_opt(peep));
+    // The forward's arguments, in order: lengths, when given, has an edge too.
+    const variable_list args = {input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr,
+                                opt(lengths), Tensor(), Tensor(), Tensor(), peep};
     const variable_list g = {or_zeros(grads[0], out), or_zeros(grads[1], h0),
                              or_zeros(grads[2], c0)};
     if (at::GradMode::is_enabled()) {
-      const variable_list inputs = {input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr};
-      auto result = differentiable_vjp(
-          layer_reference(input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths, reverse), g,
-          inputs, ctx);
-      result.resize(11);
-      return result;
+      return differentiable_vjp(
+          layer_reference(input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths, reverse, kind,
+                          peep),
+          g, args, ctx);
     }
     static const auto op =
         c10::Dispatcher::singleton()
             .findSchemaOrThrow("lstm_fused::lstm_layer_backward", "")
-            .typed<std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor>(
+            .typed<std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor>(
                 const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&,
                 const Tensor&, const Tensor&, const Tensor&, const std::optional<Tensor>&,
                 const std::optional<Tensor>&, const Tensor&, const Tensor&, const Tensor&, bool,
-                bool, bool, bool)>();
+                bool, bool, bool, int64_t, const std::optional<Tensor>&)>();
     const bool has_bias = b_ih.defined();
     // Like cuDNN's output mask: no dx GEMM for an input that needs no
     // gradient (a first layer on raw features), no weight GEMMs for frozen
     // weights.
-    const auto need = needed_grads({input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr}, ctx);
+    const auto need = needed_grads(args, ctx);
     const bool need_input = need[0];
     const bool need_weights = std::any_of(need.begin() + 3, need.end(), [](bool b) { return b; });
-    auto [gi, gh0, gc0, gwi, gwh, gb, gwr] =
+    auto [gi, gh0, gc0, gwi, gwh, gb, gwr, gp] =
         op.call(g[0], g[1], g[2], input, h0, c0, w_ih, w_hh, as_opt(w_hr), lengths, out, gates,
-                cells, has_bias, reverse, need_input, need_weights);
+                cells, has_bias, reverse, need_input, need_weights, variant, as_opt(peep));
     auto asked = [](bool need, const Tensor& t) { return need ? t : Tensor(); };
     return {asked(need_input, gi),
             gh0,
@@ -139,7 +146,9 @@ class LayerFunction : public torch::autograd::Function<LayerFunction> {
             asked(need_weights && w_hr.defined(), gwr),
             Tensor(),
             Tensor(),
-            Tensor()};
+            Tensor(),
+            Tensor(),
+            asked(need_weights && peep.defined(), gp)};
   }
 };
 
@@ -148,17 +157,22 @@ class CellFunction : public torch::autograd::Function<CellFunction> {
   static variable_list forward(AutogradContext* ctx, const Tensor& input, const Tensor& hx,
                                const Tensor& cx, const Tensor& w_ih, const Tensor& w_hh,
                                const std::optional<Tensor>& b_ih,
-                               const std::optional<Tensor>& b_hh, bool need_gates) {
+                               const std::optional<Tensor>& b_hh, bool need_gates,
+                               int64_t variant, const std::optional<Tensor>& peephole) {
     static const auto op = c10::Dispatcher::singleton()
                                .findSchemaOrThrow("lstm_fused::lstm_cell", "")
                                .typed<std::tuple<Tensor, Tensor, Tensor>(
                                    const Tensor&, const Tensor&, const Tensor&, const Tensor&,
                                    const Tensor&, const std::optional<Tensor>&,
-                                   const std::optional<Tensor>&, bool)>();
+                                   const std::optional<Tensor>&, bool, int64_t,
+                                   const std::optional<Tensor>&)>();
     at::AutoDispatchBelowADInplaceOrView below_autograd;
-    auto [hy, cy, gates] = op.call(input, hx, cx, w_ih, w_hh, b_ih, b_hh, need_gates);
-    ctx->save_for_backward({input, hx, cx, w_ih, w_hh, opt(b_ih), opt(b_hh), cy, gates});
+    auto [hy, cy, gates] =
+        op.call(input, hx, cx, w_ih, w_hh, b_ih, b_hh, need_gates, variant, peephole);
+    ctx->save_for_backward(
+        {input, hx, cx, w_ih, w_hh, opt(b_ih), opt(b_hh), cy, gates, opt(peephole)});
     ctx->saved_data["need_gates"] = need_gates;
+    ctx->saved_data["variant"] = variant;
     ctx->mark_non_differentiable({gates});
     return {hy, cy, gates};
   }
@@ -169,25 +183,27 @@ class CellFunction : public torch::autograd::Function<CellFunction> {
                 "need_gates=True to differentiate it");
     const auto s = ctx->get_saved_variables();
     const Tensor &input = s[0], &hx = s[1], &cx = s[2], &w_ih = s[3], &w_hh = s[4];
-    const Tensor &b_ih = s[5], &b_hh = s[6], &cy = s[7], &gates = s[8];
+    const Tensor &b_ih = s[5], &b_hh = s[6], &cy = s[7], &gates = s[8], &peep = s[9];
+    const int64_t variant = ctx->saved_data["variant"].toInt();
     const variable_list g = {or_zeros(grads[0], cy), or_zeros(grads[1], cy)};
     if (at::GradMode::is_enabled()) {
-      const variable_list inputs = {input, hx, cx, w_ih, w_hh, b_ih, b_hh};
-      auto result = differentiable_vjp(cell_reference(input, hx, cx, w_ih, w_hh, b_ih, b_hh), g,
-                                       inputs, ctx);
-      result.resize(8);
-      return result;
+      return differentiable_vjp(cell_reference(input, hx, cx, w_ih, w_hh, b_ih, b_hh,
+                                               cell_kind(variant, as_opt(peep)), peep),
+                                g, {input, hx, cx, w_ih, w_hh, b_ih, b_hh, Tensor(), Tensor(), peep},
+                                ctx);
     }
-    static const auto op = c10::Dispatcher::singleton()
-                               .findSchemaOrThrow("lstm_fused::lstm_cell_backward", "")
-                               .typed<std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor>(
-                                   const Tensor&, const Tensor&, const Tensor&, const Tensor&,
-                                   const Tensor&, const Tensor&, const Tensor&, const Tensor&,
-                                   const Tensor&, bool)>();
+    static const auto op =
+        c10::Dispatcher::singleton()
+            .findSchemaOrThrow("lstm_fused::lstm_cell_backward", "")
+            .typed<std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor>(
+                const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&,
+                const Tensor&, const Tensor&, const Tensor&, const Tensor&, bool, int64_t,
+                const std::optional<Tensor>&)>();
     const bool has_bias = b_ih.defined();
-    auto [gi, ghx, gcx, gwi, gwh, gb] =
-        op.call(g[0], g[1], input, hx, cx, w_ih, w_hh, cy, gates, has_bias);
-    return {gi, ghx, gcx, gwi, gwh, has_bias ? gb : Tensor(), has_bias ? gb : Tensor(), Tensor()};
+    auto [gi, ghx, gcx, gwi, gwh, gb, gp] = op.call(g[0], g[1], input, hx, cx, w_ih, w_hh, cy,
+                                                    gates, has_bias, variant, as_opt(peep));
+    return {gi,     ghx,      gcx,      gwi, gwh, has_bias ? gb : Tensor(), has_bias ? gb : Tensor(),
+            Tensor(), Tensor(), peep.defined() ? gp : Tensor()};
   }
 };
 
@@ -195,9 +211,9 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> layer_autograd(
     const Tensor& input, const Tensor& h0, const Tensor& c0, const Tensor& w_ih,
     const Tensor& w_hh, const std::optional<Tensor>& b_ih, const std::optional<Tensor>& b_hh,
     const std::optional<Tensor>& w_hr, const std::optional<Tensor>& lengths, bool reverse,
-    bool need_grad) {
+    bool need_grad, int64_t variant, const std::optional<Tensor>& peephole) {
   auto r = LayerFunction::apply(input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths, reverse,
-                                need_grad);
+                                need_grad, variant, peephole);
   return {r[0], r[1], r[2], r[3], r[4]};
 }
 
@@ -206,8 +222,10 @@ std::tuple<Tensor, Tensor, Tensor> cell_autograd(const Tensor& input, const Tens
                                                  const Tensor& w_hh,
                                                  const std::optional<Tensor>& b_ih,
                                                  const std::optional<Tensor>& b_hh,
-                                                 bool need_gates) {
-  auto r = CellFunction::apply(input, hx, cx, w_ih, w_hh, b_ih, b_hh, need_gates);
+                                                 bool need_gates, int64_t variant,
+                                                 const std::optional<Tensor>& peephole) {
+  auto r = CellFunction::apply(input, hx, cx, w_ih, w_hh, b_ih, b_hh, need_gates, variant,
+                               peephole);
   return {r[0], r[1], r[2]};
 }
 

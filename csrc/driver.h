@@ -12,6 +12,7 @@
 #include <tuple>
 #include <type_traits>
 
+#include "cell_variants.h"
 #include "checks.h"
 
 namespace lstm_fused {
@@ -132,10 +133,11 @@ struct StepGemm {
 };
 
 // A policy may provide engines chosen per layer call for the recurrence:
-//   `ForwardStep::choose(w_hh, T, B, proj)` -> pointer to an object with
-//     bool fused(); step<scalar_t>(n, h_prev, gates, bias, c, h_out, h_copy,
-//     c_copy, keep_gates) (the recurrent product and the pointwise pass of a
-//     step in one, when fused()); gemm() -> a StepGemm-like object otherwise;
+//   `ForwardStep::choose<Cell>(w_hh, T, B, proj)` -> pointer to an object
+//     with bool fused(); step<Cell, scalar_t>(n, h_prev, gates, bias, c,
+//     h_out, h_copy, c_copy, keep_gates, peephole) (the recurrent product and
+//     the pointwise pass of a step in one, when fused()); gemm() -> a
+//     StepGemm-like object otherwise;
 //   `BackwardGemm::choose(w, B, T)` -> pointer to a StepGemm-like object.
 template <class PW, class = void>
 struct HasStepEngines : std::false_type {};
@@ -156,8 +158,10 @@ template <class PW>
 std::tuple<at::Tensor, at::Tensor, at::Tensor> cell_forward(
     const at::Tensor& input, const at::Tensor& hx, const at::Tensor& cx, const at::Tensor& w_ih,
     const at::Tensor& w_hh, const std::optional<at::Tensor>& b_ih,
-    const std::optional<at::Tensor>& b_hh, bool need_gates) {
-  const auto d = check_cell_args(input, hx, cx, w_ih, w_hh, b_ih, b_hh);
+    const std::optional<at::Tensor>& b_hh, bool need_gates, int64_t variant,
+    const std::optional<at::Tensor>& peephole) {
+  const auto kind = cell_kind(variant, peephole);
+  const auto d = check_cell_args(input, hx, cx, w_ih, w_hh, b_ih, b_hh, kind, peephole);
   auto gates = at::mm(input, w_ih.t());
   gates.addmm_(hx, w_hh.t());
   at::Tensor cy = buffer<PW>({d.B, d.H}, input.options());
@@ -165,40 +169,66 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> cell_forward(
   const auto cxc = cx.contiguous();
   const auto bi = b_ih.has_value() ? b_ih->contiguous() : at::Tensor();
   const auto bh = b_hh.has_value() ? b_hh->contiguous() : at::Tensor();
+  const auto pp = peephole.has_value() ? peephole->contiguous() : at::Tensor();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, input.scalar_type(), "lstm_cell", [&] {
-    PW::template forward<scalar_t>(d.B, d.H, gates.data_ptr<scalar_t>(), ptr_or_null<scalar_t>(bi),
-                                   ptr_or_null<scalar_t>(bh), cxc.data_ptr<scalar_t>(),
-                                   cy.data_ptr<scalar_t>(), hy.data_ptr<scalar_t>(), nullptr,
-                                   nullptr);
+    with_cell(kind, [&](auto cell) {
+      PW::template forward<decltype(cell), scalar_t>(
+          d.B, d.H, gates.data_ptr<scalar_t>(), ptr_or_null<scalar_t>(bi),
+          ptr_or_null<scalar_t>(bh), cxc.data_ptr<scalar_t>(), cy.data_ptr<scalar_t>(),
+          hy.data_ptr<scalar_t>(), nullptr, nullptr, ptr_or_null<scalar_t>(pp));
+    });
   });
   return {hy, cy, kept_if(need_gates, gates, input.options())};
 }
 
+// The peephole weights' gradient (rows, H) from dL/d(pre-activations)
+// dgates (..., KH) and the cells each step read: c_{t-1} for i and f, c_t for
+// o, summed over every leading dimension. Device-generic.
+inline at::Tensor peephole_grad(CellKind kind, const at::Tensor& dgates, const at::Tensor& c_prev,
+                                const at::Tensor& c) {
+  const int64_t H = c.size(-1), K = kind.gates();
+  const auto dg = dgates.reshape({-1, K * H});
+  const auto cp = c_prev.reshape({-1, H}), cc = c.reshape({-1, H});
+  std::vector<at::Tensor> rows_;
+  if (K == 4) rows_.push_back((dg.narrow(1, 0, H) * cp).sum(0));
+  rows_.push_back((dg.narrow(1, (K - 3) * H, H) * cp).sum(0));
+  rows_.push_back((dg.narrow(1, (K - 1) * H, H) * cc).sum(0));
+  return at::stack(rows_);
+}
+
 template <class PW>
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> cell_backward(
-    const at::Tensor& grad_hy, const at::Tensor& grad_cy, const at::Tensor& input,
-    const at::Tensor& hx, const at::Tensor& cx, const at::Tensor& w_ih, const at::Tensor& w_hh,
-    const at::Tensor& cy, const at::Tensor& gates, bool has_bias) {
-  const auto d = check_cell_args(input, hx, cx, w_ih, w_hh, std::nullopt, std::nullopt);
-  TORCH_CHECK(gates.sizes() == at::IntArrayRef({d.B, 4 * d.H}),
-              "lstm_fused: gates must be (B, 4H) from lstm_cell(need_gates=True)");
-  at::Tensor dgates = buffer<PW>({d.B, 4 * d.H}, input.options());
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
+cell_backward(const at::Tensor& grad_hy, const at::Tensor& grad_cy, const at::Tensor& input,
+              const at::Tensor& hx, const at::Tensor& cx, const at::Tensor& w_ih,
+              const at::Tensor& w_hh, const at::Tensor& cy, const at::Tensor& gates, bool has_bias,
+              int64_t variant, const std::optional<at::Tensor>& peephole) {
+  const auto kind = cell_kind(variant, peephole);
+  const auto d = check_cell_args(input, hx, cx, w_ih, w_hh, std::nullopt, std::nullopt, kind,
+                                 peephole);
+  TORCH_CHECK(gates.sizes() == at::IntArrayRef({d.B, d.G}),
+              "lstm_fused: gates must be (B, ", d.G, ") from lstm_cell(need_gates=True)");
+  at::Tensor dgates = buffer<PW>({d.B, d.G}, input.options());
   auto dc = grad_cy.contiguous().clone();
   const auto ghy = grad_hy.contiguous();
   const auto cxc = cx.contiguous();
   const auto cyc = cy.contiguous();
   const auto g = gates.contiguous();
+  const auto pp = peephole.has_value() ? peephole->contiguous() : at::Tensor();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, input.scalar_type(), "lstm_cell_backward", [&] {
-    PW::template backward<scalar_t>(d.B, d.H, g.data_ptr<scalar_t>(), cyc.data_ptr<scalar_t>(),
-                                    cxc.data_ptr<scalar_t>(), ghy.data_ptr<scalar_t>(), nullptr,
-                                    dc.data_ptr<scalar_t>(), dgates.data_ptr<scalar_t>());
+    with_cell(kind, [&](auto cell) {
+      PW::template backward<decltype(cell), scalar_t>(
+          d.B, d.H, g.data_ptr<scalar_t>(), cyc.data_ptr<scalar_t>(), cxc.data_ptr<scalar_t>(),
+          ghy.data_ptr<scalar_t>(), nullptr, dc.data_ptr<scalar_t>(),
+          dgates.data_ptr<scalar_t>(), ptr_or_null<scalar_t>(pp));
+    });
   });
   return {at::mm(dgates, w_ih),
           at::mm(dgates, w_hh),
           dc,
           at::mm(dgates.t(), input),
           at::mm(dgates.t(), hx),
-          has_bias ? dgates.sum(0) : at::empty({0}, input.options())};
+          has_bias ? dgates.sum(0) : at::empty({0}, input.options()),
+          kind.peephole ? peephole_grad(kind, dgates, cxc, cyc) : at::empty({0}, input.options())};
 }
 
 template <class PW>
@@ -206,19 +236,23 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> layer_for
     const at::Tensor& input, const at::Tensor& h0, const at::Tensor& c0, const at::Tensor& w_ih,
     const at::Tensor& w_hh, const std::optional<at::Tensor>& b_ih,
     const std::optional<at::Tensor>& b_hh, const std::optional<at::Tensor>& w_hr,
-    const std::optional<at::Tensor>& lengths, bool reverse, bool need_grad) {
-  const auto d = check_layer_args(input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths);
+    const std::optional<at::Tensor>& lengths, bool reverse, bool need_grad, int64_t variant,
+    const std::optional<at::Tensor>& peephole) {
+  const auto kind = cell_kind(variant, peephole);
+  const auto d = check_layer_args(input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths, kind,
+                                  peephole);
   const auto n_active = active_rows(lengths, d.T, d.B);
   const auto opts = input.options();
   const bool packed = lengths.has_value();
 
   // The input projection of every step in one GEMM; the biases are added by the
   // pointwise pass, which reads the gates anyway.
-  at::Tensor gates = buffer<PW>({d.T, d.B, 4 * d.H}, opts);
-  auto gflat = gates.view({d.T * d.B, 4 * d.H});
+  at::Tensor gates = buffer<PW>({d.T, d.B, d.G}, opts);
+  auto gflat = gates.view({d.T * d.B, d.G});
   // Tall enough that GEMM libraries amortise packing the transposed weight.
   large_mm_out<PW>(gflat, input.reshape({d.T * d.B, d.I}), w_ih.t());
   const auto bias = b_ih.has_value() ? (*b_ih + *b_hh).contiguous() : at::Tensor();
+  const auto peep = peephole.has_value() ? peephole->contiguous() : at::Tensor();
   at::Tensor output = packed ? zeros<PW>({d.T, d.B, d.P}, opts) : buffer<PW>({d.T, d.B, d.P}, opts);
   // Zeroed when packed so that padded rows stay finite for the backward GEMMs.
   at::Tensor cells = !need_grad ? at::Tensor()
@@ -229,7 +263,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> layer_for
   at::Tensor hcell = d.proj() ? buffer<PW>({d.B, d.H}, opts) : at::Tensor();
   // The recurrence with the product h_{t-1}·W_hhᵀ on `gemm`, then the
   // pointwise pass (and the projection) per step.
-  auto unfused = [&](auto& gemm) {
+  auto unfused = [&](auto& gemm, auto cell) {
+    using Cell = decltype(cell);
     const at::Tensor w_hr_t = d.proj() ? transposed<PW>(*w_hr) : at::Tensor();
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, input.scalar_type(), "lstm_layer", [&] {
       for (int64_t s = 0; s < d.T; ++s) {
@@ -239,12 +274,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> layer_for
         auto g = rows(gates[t], n);
         gemm.accumulate(gates[t], h, n);
         auto out_t = output[t];
-        PW::template forward<scalar_t>(
+        PW::template forward<Cell, scalar_t>(
             n, d.H, g.data_ptr<scalar_t>(), ptr_or_null<scalar_t>(bias), nullptr,
             c.data_ptr<scalar_t>(), c.data_ptr<scalar_t>(),
             d.proj() ? hcell.data_ptr<scalar_t>() : h.data_ptr<scalar_t>(),
             d.proj() ? nullptr : out_t.data_ptr<scalar_t>(),
-            need_grad ? cells[t].data_ptr<scalar_t>() : nullptr);
+            need_grad ? cells[t].data_ptr<scalar_t>() : nullptr, ptr_or_null<scalar_t>(peep));
         if (d.proj()) {
           auto o = rows(out_t, n);
           at::mm_out(o, rows(hcell, n), w_hr_t);
@@ -253,10 +288,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> layer_for
       }
     });
   };
+  with_cell(kind, [&](auto cell) {
+  using Cell = decltype(cell);
   if constexpr (HasStepEngines<PW>::value) {
-    auto step = PW::ForwardStep::choose(w_hh, d.T, d.B, d.proj());
+    auto step = PW::ForwardStep::template choose<Cell>(w_hh, d.T, d.B, d.proj());
     if (!step->fused()) {
-      unfused(step->gemm());
+      unfused(step->gemm(), cell);
     } else {
       // h_{t-1} is read from the previous step's output rows, which the step
       // does not write, or from h0 for rows that start at this step (all at
@@ -268,7 +305,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> layer_for
         scalar_t* out = output.data_ptr<scalar_t>();
         scalar_t* gt = gates.data_ptr<scalar_t>();
         scalar_t* ct = need_grad ? cells.data_ptr<scalar_t>() : nullptr;
-        const int64_t BH = d.B * d.H;
+        const int64_t BH = d.B * d.H, BG = d.B * d.G;
         for (int64_t s = 0; s < d.T; ++s) {
           const int64_t t = reverse ? d.T - 1 - s : s;
           const int64_t n = n_active[t];
@@ -282,16 +319,18 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> layer_for
             starting.narrow(0, m, n - m).copy_(h0c.narrow(0, m, n - m));
             h_prev = starting.data_ptr<scalar_t>();
           }
-          step->template step<scalar_t>(n, h_prev, gt + t * 4 * BH, ptr_or_null<scalar_t>(bias),
-                                        c.data_ptr<scalar_t>(), h.data_ptr<scalar_t>(),
-                                        out + t * BH, ct ? ct + t * BH : nullptr, need_grad);
+          step->template step<Cell, scalar_t>(
+              n, h_prev, gt + t * BG, ptr_or_null<scalar_t>(bias), c.data_ptr<scalar_t>(),
+              h.data_ptr<scalar_t>(), out + t * BH, ct ? ct + t * BH : nullptr, need_grad,
+              ptr_or_null<scalar_t>(peep));
         }
       });
     }
   } else {
     StepGemm<PW> gemm(w_hh, d.B, d.T);
-    unfused(gemm);
+    unfused(gemm, cell);
   }
+  });
   return {output, h, c, kept_if(need_grad, gates, opts), kept_if(need_grad, cells, opts)};
 }
 
@@ -344,24 +383,28 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> gradient_gemms(
 }
 
 template <class PW>
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
+           at::Tensor>
 layer_backward(const at::Tensor& grad_output, const at::Tensor& grad_hn, const at::Tensor& grad_cn,
                const at::Tensor& input, const at::Tensor& h0, const at::Tensor& c0,
                const at::Tensor& w_ih, const at::Tensor& w_hh,
                const std::optional<at::Tensor>& w_hr, const std::optional<at::Tensor>& lengths,
                const at::Tensor& output, const at::Tensor& gates, const at::Tensor& cells,
-               bool has_bias, bool reverse, bool need_input_grad, bool need_weight_grad) {
+               bool has_bias, bool reverse, bool need_input_grad, bool need_weight_grad,
+               int64_t variant, const std::optional<at::Tensor>& peephole) {
+  const auto kind = cell_kind(variant, peephole);
   const auto d = check_layer_args(input, h0, c0, w_ih, w_hh, std::nullopt, std::nullopt, w_hr,
-                                  lengths);
-  TORCH_CHECK(gates.sizes() == at::IntArrayRef({d.T, d.B, 4 * d.H}) &&
+                                  lengths, kind, peephole);
+  TORCH_CHECK(gates.sizes() == at::IntArrayRef({d.T, d.B, d.G}) &&
                   cells.sizes() == at::IntArrayRef({d.T, d.B, d.H}),
               "lstm_fused: gates and cells must come from lstm_layer(need_grad=True)");
   const auto n_active = active_rows(lengths, d.T, d.B);
   const auto opts = input.options();
   const bool packed = lengths.has_value();
 
-  at::Tensor dgates = packed ? zeros<PW>({d.T, d.B, 4 * d.H}, opts)
-                             : buffer<PW>({d.T, d.B, 4 * d.H}, opts);
+  at::Tensor dgates = packed ? zeros<PW>({d.T, d.B, d.G}, opts)
+                             : buffer<PW>({d.T, d.B, d.G}, opts);
+  const auto peep = peephole.has_value() ? peephole->contiguous() : at::Tensor();
   auto dh = grad_hn.contiguous().clone();
   auto dc = grad_cn.contiguous().clone();
   const auto go = grad_output.contiguous();
@@ -378,6 +421,9 @@ layer_backward(const at::Tensor& grad_output, const at::Tensor& grad_hn, const a
   // dL/dh_{t-1} = dgates_t · W_hh = dgates_t · (W_hhᵀ)ᵀ
   auto back_gemm = backward_gemm<PW>(w_hh.t(), d.B, d.T);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, input.scalar_type(), "lstm_layer_backward", [&] {
+   with_cell(kind, [&](auto cell) {
+    using Cell = decltype(cell);
+    const scalar_t* pp = ptr_or_null<scalar_t>(peep);
     for (int64_t s = d.T - 1; s >= 0; --s) {
       const int64_t t = reverse ? d.T - 1 - s : s;
       const int64_t n = n_active[t];
@@ -397,24 +443,25 @@ layer_backward(const at::Tensor& grad_output, const at::Tensor& grad_hn, const a
         dh_a = go[t].data_ptr<scalar_t>();
         dh_b = dh.data_ptr<scalar_t>();
       }
-      const int64_t H = d.H, G = 4 * d.H;
+      const int64_t H = d.H, G = d.G;
       const scalar_t* g_t = g_all[t].data_ptr<scalar_t>();
       const scalar_t* c_t = c_all[t].data_ptr<scalar_t>();
       scalar_t* dg_t = dgates[t].data_ptr<scalar_t>();
       scalar_t* dcp = dc.data_ptr<scalar_t>();
       // Rows [0, m) continue from the previous step; rows [m, n) start from c0.
       if (m > 0) {
-        PW::template backward<scalar_t>(m, H, g_t, c_t, c_all[tp].data_ptr<scalar_t>(), dh_a,
-                                        dh_b, dcp, dg_t);
+        PW::template backward<Cell, scalar_t>(m, H, g_t, c_t, c_all[tp].data_ptr<scalar_t>(),
+                                              dh_a, dh_b, dcp, dg_t, pp);
       }
       if (n > m) {
-        PW::template backward<scalar_t>(n - m, H, g_t + m * G, c_t + m * H,
-                                        c0c.data_ptr<scalar_t>() + m * H, dh_a + m * H,
-                                        dh_b ? dh_b + m * d.P : nullptr, dcp + m * H,
-                                        dg_t + m * G);
+        PW::template backward<Cell, scalar_t>(n - m, H, g_t + m * G, c_t + m * H,
+                                              c0c.data_ptr<scalar_t>() + m * H, dh_a + m * H,
+                                              dh_b ? dh_b + m * d.P : nullptr, dcp + m * H,
+                                              dg_t + m * G, pp);
       }
       back_gemm->product(dh, dgates[t], n);
     }
+   });
   });
 
   auto [grad_input, grad_w_ih, grad_w_hh, grad_bias] = gradient_gemms<PW>(
@@ -422,10 +469,14 @@ layer_backward(const at::Tensor& grad_output, const at::Tensor& grad_hn, const a
       need_weight_grad);
   at::Tensor grad_w_hr = at::empty({0}, opts);
   if (d.proj() && need_weight_grad) {
-    const auto hcell_all = g_all.narrow(2, 3 * d.H, d.H) * at::tanh(c_all);
+    const auto hcell_all = g_all.narrow(2, (kind.gates() - 1) * d.H, d.H) * at::tanh(c_all);
     grad_w_hr = large_mm<PW>(dhp_all.view({d.T * d.B, d.P}).t(), hcell_all.view({d.T * d.B, d.H}));
   }
-  return {grad_input, dh, dc, grad_w_ih, grad_w_hh, grad_bias, grad_w_hr};
+  at::Tensor grad_peephole = at::empty({0}, opts);
+  if (kind.peephole && need_weight_grad) {
+    grad_peephole = peephole_grad(kind, dgates, previous_h<PW>(c_all, c0c, n_active, reverse), c_all);
+  }
+  return {grad_input, dh, dc, grad_w_ih, grad_w_hh, grad_bias, grad_w_hr, grad_peephole};
 }
 
 }  // namespace lstm_fused

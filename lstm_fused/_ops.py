@@ -30,15 +30,18 @@ ops = torch.ops.lstm_fused
 
 
 # ---------------------------------------------------------------- fake kernels
+# The gate rows (w_ih's) are K blocks of H: K = 4 for the standard cell, 3
+# for the variants without an input gate (csrc/cell_variants.h).
 @torch.library.register_fake("lstm_fused::lstm_cell")
-def _cell_fake(input, hx, cx, w_ih, w_hh, b_ih, b_hh, need_gates):
+def _cell_fake(input, hx, cx, w_ih, w_hh, b_ih, b_hh, need_gates, variant=0, peephole=None):
     B, H = input.shape[0], w_hh.shape[1]
-    gates = input.new_empty((B, 4 * H)) if need_gates else input.new_empty((0,))
+    gates = input.new_empty((B, w_ih.shape[0])) if need_gates else input.new_empty((0,))
     return input.new_empty((B, H)), input.new_empty((B, H)), gates
 
 
 @torch.library.register_fake("lstm_fused::lstm_cell_backward")
-def _cell_backward_fake(grad_hy, grad_cy, input, hx, cx, w_ih, w_hh, cy, gates, has_bias):
+def _cell_backward_fake(grad_hy, grad_cy, input, hx, cx, w_ih, w_hh, cy, gates, has_bias, variant=0,
+                        peephole=None):
     bias = input.new_empty((w_ih.shape[0],)) if has_bias else input.new_empty((0,))
     return (
         torch.empty_like(input),
@@ -47,16 +50,18 @@ def _cell_backward_fake(grad_hy, grad_cy, input, hx, cx, w_ih, w_hh, cy, gates, 
         torch.empty_like(w_ih),
         torch.empty_like(w_hh),
         bias,
+        torch.empty_like(peephole) if peephole is not None else input.new_empty((0,)),
     )
 
 
 @torch.library.register_fake("lstm_fused::lstm_layer")
-def _layer_fake(input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths, reverse, need_grad):
+def _layer_fake(input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths, reverse, need_grad, variant=0,
+                peephole=None):
     T, B = input.shape[0], input.shape[1]
-    H = w_ih.shape[0] // 4
+    H = c0.shape[-1]
     P = w_hr.shape[0] if w_hr is not None else H
     if need_grad:
-        gates, cells = input.new_empty((T, B, 4 * H)), input.new_empty((T, B, H))
+        gates, cells = input.new_empty((T, B, w_ih.shape[0])), input.new_empty((T, B, H))
     else:
         gates, cells = input.new_empty((0,)), input.new_empty((0,))
     return input.new_empty((T, B, P)), input.new_empty((B, P)), input.new_empty((B, H)), gates, cells
@@ -65,7 +70,7 @@ def _layer_fake(input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths, reverse, n
 @torch.library.register_fake("lstm_fused::lstm_layer_backward")
 def _layer_backward_fake(grad_output, grad_hn, grad_cn, input, h0, c0, w_ih, w_hh, w_hr, lengths,
                          output, gates, cells, has_bias, reverse, need_input_grad=True,
-                         need_weight_grad=True):
+                         need_weight_grad=True, variant=0, peephole=None):
     def asked(need, like):
         return torch.empty_like(like) if need else input.new_empty((0,))
 
@@ -78,4 +83,5 @@ def _layer_backward_fake(grad_output, grad_hn, grad_cn, input, h0, c0, w_ih, w_h
         asked(need_weight_grad, w_hh),
         bias,
         asked(need_weight_grad and w_hr is not None, w_hr) if w_hr is not None else input.new_empty((0,)),
+        asked(need_weight_grad, peephole) if peephole is not None else input.new_empty((0,)),
     )

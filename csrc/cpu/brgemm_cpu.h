@@ -9,9 +9,9 @@
 // columns cols(j) of wᵀ as a (K, width) row-major matrix (VNNI-packed for
 // 16-bit types). Two orders of the columns:
 //   plain:       block j = output columns [j·nb, j·nb + nb)
-//   gate groups: block j = units [j·nb, j·nb + nb) of each of the four gates
-//                (columns q·H + j·nb + l, q = 0..3), so that one block holds
-//                all the pre-activations of nb hidden units
+//   gate groups: block j = units [j·nb, j·nb + nb) of each of the K gate
+//                blocks (columns q·H + j·nb + l, q < K), so that one block
+//                holds all the pre-activations of nb hidden units
 // Each step runs the blocks on at::parallel_for with grain 1: OpenMP's even
 // split gives each thread the same blocks every step, so its slice of the
 // weight stays in its own cache.
@@ -40,18 +40,19 @@ BrgemmSupport brgemm_support(at::ScalarType dtype);
 template <typename scalar_t>
 class BrgemmBlocks {
  public:
-  // w (N, K), any strides; N = 4H with gate_groups. nb: block width (units
-  // per gate with gate_groups, columns otherwise); must divide N (H).
-  // vnni: the weight is VNNI-packed (brgemm_support).
-  BrgemmBlocks(const at::Tensor& w, int64_t nb, bool gate_groups, bool vnni)
-      : k_(w.size(1)), width_(gate_groups ? 4 * nb : nb), blocks_(w.size(0) / width_),
+  // w (N, K), any strides; N = gate_blocks·H in gate groups (gate_blocks >
+  // 0), plain blocks otherwise. nb: block width (units per gate in gate
+  // groups, columns otherwise); must divide N (H). vnni: the weight is
+  // VNNI-packed (brgemm_support).
+  BrgemmBlocks(const at::Tensor& w, int64_t nb, int64_t gate_blocks, bool vnni)
+      : k_(w.size(1)), width_(gate_blocks > 0 ? gate_blocks * nb : nb), blocks_(w.size(0) / width_),
         vnni_(vnni) {
     const auto dtype = c10::CppTypeToScalarType<scalar_t>::value;
     auto wt = w.to(dtype);
     at::Tensor laid;
-    if (gate_groups) {
-      // (4, H/nb, nb, K) -> (H/nb, K, 4, nb)
-      laid = wt.reshape({4, blocks_, nb, k_}).permute({1, 3, 0, 2}).contiguous();
+    if (gate_blocks > 0) {
+      // (G, H/nb, nb, K) -> (H/nb, K, G, nb)
+      laid = wt.reshape({gate_blocks, blocks_, nb, k_}).permute({1, 3, 0, 2}).contiguous();
     } else {
       laid = wt.reshape({blocks_, nb, k_}).permute({0, 2, 1}).contiguous();
     }
@@ -118,7 +119,7 @@ class BrgemmStepGemm {
  public:
   // w (N, K), any strides; batch: the rows of the whole batch.
   BrgemmStepGemm(const at::Tensor& w, int64_t batch)
-      : blocks_(w, brgemm_block(w.size(0)), false, brgemm_support(w.scalar_type()).vnni), batch_(batch) {
+      : blocks_(w, brgemm_block(w.size(0)), 0, brgemm_support(w.scalar_type()).vnni), batch_(batch) {
     if constexpr (!std::is_same_v<scalar_t, float>) {
       scratch_ = at::empty({at::get_num_threads(), batch, blocks_.width()},
                            w.options().dtype(at::kFloat));
@@ -178,68 +179,74 @@ class BrgemmStepGemm {
 // A group is up to 64 hidden units (several brgemm blocks: VNNI packing takes
 // at most 64 columns, 16 units of 4 gates), so that each row of the cell
 // update reads and writes whole cache lines of the gate, c and h rows; the
-// next row's lines are prefetched (rows are 4H elements apart, a page or more
+// next row's lines are prefetched (rows are KH elements apart, a page or more
 // at H >= 512, where the hardware prefetchers stop).
 template <class Activations, typename scalar_t>
 class BrgemmFusedStep {
  public:
-  static bool usable(int64_t H, bool proj, at::ScalarType dtype) {
+  static bool usable(int64_t K, int64_t H, bool proj, at::ScalarType dtype) {
     // groups of whole brgemm blocks of units: H a multiple of 16
-    return !proj && brgemm_block(H) > 0 && brgemm_usable(dtype, 4 * H, H);
+    return !proj && brgemm_block(H) > 0 && brgemm_usable(dtype, K * H, H);
   }
 
-  // w_hh (4H, H), any strides; batch: the rows of the whole batch.
+  // w_hh (KH, H), any strides, K gate blocks; batch: the rows of the whole batch.
   BrgemmFusedStep(const at::Tensor& w_hh, int64_t batch)
       : H_(w_hh.size(1)),
+        K_(w_hh.size(0) / H_),
         group_(brgemm_block(H_)),
         nb_(std::min<int64_t>(group_, brgemm_support(w_hh.scalar_type()).vnni ? 16 : 32)),
         batch_(batch),
-        blocks_(w_hh, nb_, true, brgemm_support(w_hh.scalar_type()).vnni),
-        scratch_(at::empty({at::get_num_threads(), batch, 4 * group_},
+        blocks_(w_hh, nb_, K_, brgemm_support(w_hh.scalar_type()).vnni),
+        scratch_(at::empty({at::get_num_threads(), batch, K_ * group_},
                            w_hh.options().dtype(at::kFloat))) {}
 
   //   h_prev   (n, H)   h_{t-1}; must not alias any output
-  //   gates    (n, 4H)  in: x_t·W_ihᵀ (i, f, g, o); out: activated gates if keep_gates
-  //   bias     (4H)     b_ih + b_hh; may be null
+  //   gates    (n, KH)  in: x_t·W_ihᵀ (Cell's gate blocks); out: activated gates if keep_gates
+  //   bias     (KH)     b_ih + b_hh; may be null
   //   c        (n, H)   in: c_{t-1}; out: c_t
   //   h_out    (n, H)   h_t
   //   h_copy   (n, H)   second destination of h_t; may be null
   //   c_copy   (n, H)   second destination of c_t; may be null
+  //   peep     (rows, H) Cell's peephole weights; null without
+  template <class Cell>
   void step(int64_t n, const scalar_t* h_prev, scalar_t* gates, const scalar_t* bias,
             scalar_t* c, scalar_t* h_out, scalar_t* h_copy, scalar_t* c_copy,
-            bool keep_gates) const {
+            bool keep_gates, const scalar_t* peep) const {
     if (n == 0) return;
+    TORCH_CHECK(Cell::kGates == K_, "lstm_fused: fused oneDNN step built for another cell");
     using V = typename Activations::template MathVec<scalar_t>;
-    const int64_t H = H_, G = 4 * H_, nb = nb_, subs = group_ / nb_, w = 4 * group_;
+    constexpr int K = Cell::kGates;
+    const int64_t H = H_, G = K * H_, nb = nb_, subs = group_ / nb_, w = K * group_;
     const int64_t groups = H / group_, grain = std::max<int64_t>(1, blocks_.grain(n) / subs);
     constexpr int64_t kLine = 64 / sizeof(scalar_t);
     at::parallel_for(0, groups, grain, [&](int64_t j0, int64_t j1) {
       float* s = scratch_.data_ptr<float>() + at::get_thread_num() * batch_ * w;
       for (int64_t j = j0; j < j1; ++j) {
-        // block k of the group: its 4 gates × nb units at columns k·4nb of s
+        // block k of the group: its K gates × nb units at columns k·K·nb of s
         for (int64_t k = 0; k < subs; ++k) {
-          blocks_.run(j * subs + k, n, h_prev, H, s + k * 4 * nb, w, false);
+          blocks_.run(j * subs + k, n, h_prev, H, s + k * K * nb, w, false);
         }
         const int64_t u0 = j * group_;
         for (int64_t r = 0; r < n; ++r) {
           if (r + 1 < n) {
             for (int64_t l = 0; l < group_; l += kLine) {
-              for (int q = 0; q < 4; ++q) __builtin_prefetch(gates + (r + 1) * G + q * H + u0 + l);
+              for (int q = 0; q < K; ++q) __builtin_prefetch(gates + (r + 1) * G + q * H + u0 + l);
               __builtin_prefetch(c + (r + 1) * H + u0 + l);
             }
           }
           for (int64_t v = 0; v < group_; v += V::size()) {
             const int64_t u = u0 + v, off = r * H + u;
-            const float* sv = s + r * w + (v / nb) * 4 * nb + v % nb;
+            const float* sv = s + r * w + (v / nb) * K * nb + v % nb;
             scalar_t* g = gates + r * G + u;
-            V pre[4];
-            for (int q = 0; q < 4; ++q) {
+            V pre[K];
+            for (int q = 0; q < K; ++q) {
               pre[q] = V::loadu(sv + q * nb) + Activations::vload(g + q * H);
               if (bias) pre[q] = pre[q] + Activations::vload(bias + q * H + u);
             }
-            Activations::cell_update(H, pre, keep_gates ? g : nullptr, c + off, c + off,
-                                     h_out + off, h_copy ? h_copy + off : nullptr,
-                                     c_copy ? c_copy + off : nullptr);
+            Activations::template cell_update<Cell>(
+                H, pre, keep_gates ? g : nullptr, c + off, c + off, h_out + off,
+                h_copy ? h_copy + off : nullptr, c_copy ? c_copy + off : nullptr,
+                peep ? peep + u : nullptr);
           }
         }
       }
@@ -248,7 +255,7 @@ class BrgemmFusedStep {
   }
 
  private:
-  int64_t H_, group_, nb_, batch_;
+  int64_t H_, K_, group_, nb_, batch_;
   BrgemmBlocks<scalar_t> blocks_;
   at::Tensor scratch_;
 };

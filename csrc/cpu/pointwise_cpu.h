@@ -12,6 +12,7 @@
 #include <cmath>
 #include <type_traits>
 
+#include "../cell_variants.h"
 #include "host_pool.h"
 #include "recurrence_cpu.h"
 
@@ -75,29 +76,33 @@ struct CpuPointwise {
     }
   }
 
-  template <typename scalar_t>
+  template <class Cell, typename scalar_t>
   static void forward(int64_t n, int64_t H, scalar_t* gates, const scalar_t* b_ih,
                       const scalar_t* b_hh, const scalar_t* c_prev, scalar_t* c_out,
-                      scalar_t* h_out, scalar_t* h_copy, scalar_t* c_copy) {
-    const int64_t grain = std::max<int64_t>(1, kGrain / std::max<int64_t>(1, 4 * H));
+                      scalar_t* h_out, scalar_t* h_copy, scalar_t* c_copy,
+                      const scalar_t* peephole) {
+    constexpr int K = Cell::kGates;
+    const int64_t grain = std::max<int64_t>(1, kGrain / std::max<int64_t>(1, K * H));
     at::parallel_for(0, n, grain, [&](int64_t r0, int64_t r1) {
       for (int64_t r = r0; r < r1; ++r) {
-        forward_row(H, gates + r * 4 * H, b_ih, b_hh, c_prev + r * H, c_out + r * H,
-                    h_out + r * H, h_copy ? h_copy + r * H : nullptr,
-                    c_copy ? c_copy + r * H : nullptr);
+        forward_row<Cell>(H, gates + r * K * H, b_ih, b_hh, c_prev + r * H, c_out + r * H,
+                          h_out + r * H, h_copy ? h_copy + r * H : nullptr,
+                          c_copy ? c_copy + r * H : nullptr, peephole);
       }
     });
   }
 
-  template <typename scalar_t>
+  template <class Cell, typename scalar_t>
   static void backward(int64_t n, int64_t H, const scalar_t* gates, const scalar_t* c,
                        const scalar_t* c_prev, const scalar_t* dh_a, const scalar_t* dh_b,
-                       scalar_t* dc, scalar_t* dgates) {
-    const int64_t grain = std::max<int64_t>(1, kGrain / std::max<int64_t>(1, 4 * H));
+                       scalar_t* dc, scalar_t* dgates, const scalar_t* peephole) {
+    constexpr int K = Cell::kGates;
+    const int64_t grain = std::max<int64_t>(1, kGrain / std::max<int64_t>(1, K * H));
     at::parallel_for(0, n, grain, [&](int64_t r0, int64_t r1) {
       for (int64_t r = r0; r < r1; ++r) {
-        backward_row(H, gates + r * 4 * H, c + r * H, c_prev + r * H, dh_a + r * H,
-                     dh_b ? dh_b + r * H : nullptr, dc + r * H, dgates + r * 4 * H);
+        backward_row<Cell>(H, gates + r * K * H, c + r * H, c_prev + r * H, dh_a + r * H,
+                           dh_b ? dh_b + r * H : nullptr, dc + r * H, dgates + r * K * H,
+                           peephole);
       }
     });
   }
@@ -142,23 +147,40 @@ struct CpuPointwise {
   }
 
   // The cell update of `count` units (a vector or less) from their
-  // pre-activations (i, f, g, o): the activated gates to g (gate q at
-  // g + q·H; none when g is null), c_t and h_t to their destinations (the
-  // copies may be null). Every pointer starts at the first unit.
-  template <typename scalar_t>
-  static void cell_update(int64_t H, const MathVec<scalar_t> (&pre)[4], scalar_t* g,
+  // pre-activations (Cell::kGates blocks, cell_variants.h): the activated
+  // gates to g (block q at g + q·H; none when g is null), c_t and h_t to
+  // their destinations (the copies may be null). peep: the peephole weights
+  // (Cell::kPeepRows rows of H) when Cell has them. Every pointer starts at
+  // the first unit.
+  template <class Cell, typename scalar_t>
+  static void cell_update(int64_t H, const MathVec<scalar_t> (&pre)[Cell::kGates], scalar_t* g,
                           const scalar_t* c_prev, scalar_t* c_out, scalar_t* h_out,
-                          scalar_t* h_copy, scalar_t* c_copy,
+                          scalar_t* h_copy, scalar_t* c_copy, const scalar_t* peep,
                           int64_t count = MathVec<scalar_t>::size()) {
     using V = MathVec<scalar_t>;
-    const V i = vsigmoid(pre[0]), f = vsigmoid(pre[1]), gg = vtanh(pre[2]), o = vsigmoid(pre[3]);
-    const V cn = f * vload(c_prev, count) + i * gg;
+    const V cp = vload(c_prev, count);
+    V pf = pre[Cell::kF], po = pre[Cell::kO];
+    if constexpr (Cell::kPeephole) pf = pf + vload(peep + Cell::kPeepF * H, count) * cp;
+    const V f = vsigmoid(pf), gg = vtanh(pre[Cell::kG]);
+    V i, cn;
+    if constexpr (Cell::kVariant == GateVariant::Standard) {
+      V pi = pre[0];
+      if constexpr (Cell::kPeephole) pi = pi + vload(peep, count) * cp;
+      i = vsigmoid(pi);
+      cn = f * cp + i * gg;
+    } else if constexpr (Cell::kVariant == GateVariant::Cifg) {
+      cn = f * cp + (V(1) - f) * gg;
+    } else {
+      cn = f * cp + gg;
+    }
+    if constexpr (Cell::kPeephole) po = po + vload(peep + Cell::kPeepO * H, count) * cn;
+    const V o = vsigmoid(po);
     const V hn = o * vtanh(cn);
     if (g) {
-      vstore(i, g, count);
-      vstore(f, g + H, count);
-      vstore(gg, g + 2 * H, count);
-      vstore(o, g + 3 * H, count);
+      if constexpr (Cell::kInputGate) vstore(i, g, count);
+      vstore(f, g + Cell::kF * H, count);
+      vstore(gg, g + Cell::kG * H, count);
+      vstore(o, g + Cell::kO * H, count);
     }
     vstore(cn, c_out, count);
     vstore(hn, h_out, count);
@@ -166,55 +188,77 @@ struct CpuPointwise {
     if (c_copy) vstore(cn, c_copy, count);
   }
 
-  // Its backward for `count` units: dL/d(pre-activations) to dg (gate q at
-  // dg + q·H) and dL/dc_{t-1} to dc, from the activated gates g, c_t, c_{t-1},
-  // dL/dh_t (dh_a + dh_b; dh_b may be null) and dL/dc_t (dc on entry).
-  template <typename scalar_t>
+  // Its backward for `count` units: dL/d(pre-activations) to dg (block q at
+  // dg + q·H) and dL/dc_{t-1} to dc, from the activated gates g, c_t,
+  // c_{t-1}, dL/dh_t (dh_a + dh_b; dh_b may be null), dL/dc_t (dc on entry)
+  // and the peephole weights (when Cell has them).
+  template <class Cell, typename scalar_t>
   static void cell_backward(int64_t H, const scalar_t* g, const scalar_t* c,
                             const scalar_t* c_prev, const scalar_t* dh_a, const scalar_t* dh_b,
-                            scalar_t* dc, scalar_t* dg, int64_t count = MathVec<scalar_t>::size()) {
+                            scalar_t* dc, scalar_t* dg, const scalar_t* peep,
+                            int64_t count = MathVec<scalar_t>::size()) {
     using V = MathVec<scalar_t>;
     const V one(1);
-    const V i = vload(g, count), f = vload(g + H, count), gg = vload(g + 2 * H, count),
-            o = vload(g + 3 * H, count);
+    const V f = vload(g + Cell::kF * H, count), gg = vload(g + Cell::kG * H, count),
+            o = vload(g + Cell::kO * H, count);
     V dh = vload(dh_a, count);
     if (dh_b) dh = dh + vload(dh_b, count);
     const V tc = vtanh(vload(c, count));
-    const V dct = vload(dc, count) + dh * o * (one - tc * tc);
-    vstore(V(dct * gg * i * (one - i)), dg, count);
-    vstore(V(dct * vload(c_prev, count) * f * (one - f)), dg + H, count);
-    vstore(V(dct * i * (one - gg * gg)), dg + 2 * H, count);
-    vstore(V(dh * tc * o * (one - o)), dg + 3 * H, count);
-    vstore(V(dct * f), dc, count);
+    const V d_o = dh * tc * o * (one - o);
+    V dct = vload(dc, count) + dh * o * (one - tc * tc);
+    if constexpr (Cell::kPeephole) dct = dct + d_o * vload(peep + Cell::kPeepO * H, count);
+    const V cp = vload(c_prev, count);
+    V dcp = dct * f;
+    if constexpr (Cell::kVariant == GateVariant::Standard) {
+      const V i = vload(g, count);
+      const V d_i = dct * gg * i * (one - i);
+      vstore(d_i, dg, count);
+      vstore(V(dct * i * (one - gg * gg)), dg + Cell::kG * H, count);
+      if constexpr (Cell::kPeephole) dcp = dcp + d_i * vload(peep, count);
+    } else if constexpr (Cell::kVariant == GateVariant::Cifg) {
+      vstore(V(dct * (one - f) * (one - gg * gg)), dg + Cell::kG * H, count);
+    } else {
+      vstore(V(dct * (one - gg * gg)), dg + Cell::kG * H, count);
+    }
+    // cifg: i = 1 − f, so f also reaches c_t through i·g
+    const V df = Cell::kVariant == GateVariant::Cifg ? V(cp - gg) : cp;
+    const V d_f = dct * df * f * (one - f);
+    vstore(d_f, dg + Cell::kF * H, count);
+    vstore(d_o, dg + Cell::kO * H, count);
+    if constexpr (Cell::kPeephole) dcp = dcp + d_f * vload(peep + Cell::kPeepF * H, count);
+    vstore(dcp, dc, count);
   }
 
  private:
-  template <typename scalar_t>
+  template <class Cell, typename scalar_t>
   static void forward_row(int64_t H, scalar_t* g, const scalar_t* b_ih, const scalar_t* b_hh,
                           const scalar_t* c_prev, scalar_t* c_out, scalar_t* h_out,
-                          scalar_t* h_copy, scalar_t* c_copy) {
+                          scalar_t* h_copy, scalar_t* c_copy, const scalar_t* peep) {
     using V = MathVec<scalar_t>;
+    constexpr int K = Cell::kGates;
     for (int64_t u = 0; u < H; u += V::size()) {
       const int64_t count = std::min<int64_t>(V::size(), H - u);
-      V pre[4];
-      for (int k = 0; k < 4; ++k) {
+      V pre[K];
+      for (int k = 0; k < K; ++k) {
         pre[k] = vload(g + k * H + u, count);
         if (b_ih) pre[k] = pre[k] + vload(b_ih + k * H + u, count);
         if (b_hh) pre[k] = pre[k] + vload(b_hh + k * H + u, count);
       }
-      cell_update(H, pre, g + u, c_prev + u, c_out + u, h_out + u, h_copy ? h_copy + u : nullptr,
-                  c_copy ? c_copy + u : nullptr, count);
+      cell_update<Cell>(H, pre, g + u, c_prev + u, c_out + u, h_out + u,
+                        h_copy ? h_copy + u : nullptr, c_copy ? c_copy + u : nullptr,
+                        peep ? peep + u : nullptr, count);
     }
   }
 
-  template <typename scalar_t>
+  template <class Cell, typename scalar_t>
   static void backward_row(int64_t H, const scalar_t* g, const scalar_t* c,
                            const scalar_t* c_prev, const scalar_t* dh_a, const scalar_t* dh_b,
-                           scalar_t* dc, scalar_t* dg) {
+                           scalar_t* dc, scalar_t* dg, const scalar_t* peep) {
     using V = MathVec<scalar_t>;
     for (int64_t u = 0; u < H; u += V::size()) {
-      cell_backward(H, g + u, c + u, c_prev + u, dh_a + u, dh_b ? dh_b + u : nullptr, dc + u,
-                    dg + u, std::min<int64_t>(V::size(), H - u));
+      cell_backward<Cell>(H, g + u, c + u, c_prev + u, dh_a + u, dh_b ? dh_b + u : nullptr,
+                          dc + u, dg + u, peep ? peep + u : nullptr,
+                          std::min<int64_t>(V::size(), H - u));
     }
   }
 };

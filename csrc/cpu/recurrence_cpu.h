@@ -172,12 +172,13 @@ class CpuStepGemm {
 template <class Act>
 class CpuForwardStep {
  public:
-  // One engine built for the call: w_hh (4H, P), any strides.
-  CpuForwardStep(CpuEngine e, const at::Tensor& w_hh, int64_t T, int64_t B) : engine_(e) {
+  // One engine built for the call: w_hh (KH, P), any strides, K gate blocks.
+  CpuForwardStep(CpuEngine e, const at::Tensor& w_hh, int64_t K, int64_t T, int64_t B)
+      : engine_(e) {
     switch (e) {
       case CpuEngine::SmallBatch: fused_.template emplace<SmallBatchStep<Act>>(w_hh); break;
       case CpuEngine::Onednn:
-        if (fused_onednn(w_hh)) {
+        if (fused_onednn(w_hh, K)) {
           switch (w_hh.scalar_type()) {
             case at::kFloat: fused_.template emplace<BrgemmFusedStep<Act, float>>(w_hh, B); break;
             case at::kBFloat16: fused_.template emplace<BrgemmFusedStep<Act, at::BFloat16>>(w_hh, B); break;
@@ -190,34 +191,39 @@ class CpuForwardStep {
     }
   }
 
-  // Chosen for the layer call and counted. proj: the layer has a projection
-  // (w_hh is then (4H, P)).
+  // Chosen for the layer call of a Cell (cell_variants.h) and counted.
+  // proj: the layer has a projection (w_hh is then (KH, P)).
+  template <class Cell>
   static std::unique_ptr<CpuForwardStep> choose(const at::Tensor& w_hh, int64_t T, int64_t B,
                                                 bool proj) {
-    const int64_t H = w_hh.size(0) / 4, P = w_hh.size(1);
+    constexpr int K = Cell::kGates;
+    const int64_t H = w_hh.size(0) / K, P = w_hh.size(1);
     auto engines = CpuStepGemm::engines(w_hh, B, T);
     if (!proj && SmallBatchStep<Act>::usable(T, B, H, proj, w_hh.scalar_type())) {
       engines.insert(engines.begin(), CpuEngine::SmallBatch);
     }
     const auto opts = w_hh.options();
-    const EngineKey key{EngineUse::ForwardStep, w_hh.scalar_type(), B, 4 * H, P, proj};
+    const EngineKey key{EngineUse::ForwardStep, w_hh.scalar_type(), B, K * H, P, proj};
     auto s = chosen_engine<CpuForwardStep>(
-        key, engines, [&](CpuEngine e) { return std::make_unique<CpuForwardStep>(e, w_hh, T, B); },
+        key, engines, [&](CpuEngine e) { return std::make_unique<CpuForwardStep>(e, w_hh, K, T, B); },
         [&] {
-          const auto h = timing_operand({B, P}, opts), gates = timing_operand({B, 4 * H}, opts),
+          const auto h = timing_operand({B, P}, opts), gates = timing_operand({B, K * H}, opts),
                      c = timing_operand({B, H}, opts), out = timing_operand({B, H}, opts);
+          const at::Tensor peep =
+              Cell::kPeephole ? timing_operand({Cell::kPeepRows, H}, opts) : at::Tensor();
           return [=](CpuForwardStep& f) {
             AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, h.scalar_type(), "time_step", [&] {
               auto* g = gates.data_ptr<scalar_t>();
               auto* cp = c.data_ptr<scalar_t>();
               auto* hp = out.data_ptr<scalar_t>();
+              const scalar_t* pp = peep.defined() ? peep.data_ptr<scalar_t>() : nullptr;
               if (f.fused()) {
-                f.template step<scalar_t>(B, h.data_ptr<scalar_t>(), g, nullptr, cp, hp, nullptr,
-                                          nullptr, false);
+                f.template step<Cell, scalar_t>(B, h.data_ptr<scalar_t>(), g, nullptr, cp, hp,
+                                                nullptr, nullptr, false, pp);
               } else {
                 f.gemm().accumulate(gates, h, B);
-                Act::template forward<scalar_t>(B, H, g, nullptr, nullptr, cp, cp, hp, nullptr,
-                                                nullptr);
+                Act::template forward<Cell, scalar_t>(B, H, g, nullptr, nullptr, cp, cp, hp,
+                                                      nullptr, nullptr, pp);
               }
             });
           };
@@ -231,17 +237,19 @@ class CpuForwardStep {
   CpuStepGemm& gemm() { return *gemm_; }
 
   // A fused step (fused() only); arguments as SmallBatchStep::step.
-  template <typename scalar_t>
+  template <class Cell, typename scalar_t>
   void step(int64_t n, const scalar_t* h_prev, scalar_t* gates, const scalar_t* bias,
             scalar_t* c, scalar_t* h_out, scalar_t* h_copy, scalar_t* c_copy,
-            bool keep_gates) const {
+            bool keep_gates, const scalar_t* peep) const {
     std::visit(
         [&](const auto& f) {
           using F = std::decay_t<decltype(f)>;
           if constexpr (std::is_same_v<F, SmallBatchStep<Act>> && std::is_same_v<scalar_t, float>) {
-            f.step(n, h_prev, gates, bias, c, h_out, h_copy, c_copy, keep_gates);
+            f.template step<Cell>(n, h_prev, gates, bias, c, h_out, h_copy, c_copy, keep_gates,
+                                  peep);
           } else if constexpr (std::is_same_v<F, BrgemmFusedStep<Act, scalar_t>>) {
-            f.step(n, h_prev, gates, bias, c, h_out, h_copy, c_copy, keep_gates);
+            f.template step<Cell>(n, h_prev, gates, bias, c, h_out, h_copy, c_copy, keep_gates,
+                                  peep);
           } else {
             TORCH_CHECK(false, "lstm_fused: no fused CPU step of this type was built");
           }
@@ -250,10 +258,10 @@ class CpuForwardStep {
   }
 
  private:
-  static bool fused_onednn(const at::Tensor& w_hh) {
-    const int64_t H = w_hh.size(0) / 4;
-    return w_hh.size(1) == H &&
-           BrgemmFusedStep<Act, float>::usable(H, false, w_hh.scalar_type());
+  // w_hh (KH, P): fused without projection (P = H).
+  static bool fused_onednn(const at::Tensor& w_hh, int64_t K) {
+    const int64_t H = w_hh.size(0) / K;
+    return w_hh.size(1) == H && BrgemmFusedStep<Act, float>::usable(K, H, false, w_hh.scalar_type());
   }
 
   CpuEngine engine_;

@@ -5,10 +5,11 @@
 // library's GEMM runs as a matrix-vector product whose threading, plus the
 // separate pointwise pass, costs as much as the arithmetic.
 //
-// Layout: hidden units in groups of 16 (one 512-bit vector per gate); the
-// group's weights are stored k-major, [k][gate][16 units]
-//   wp[((g·H + k)·4 + q)·16 + l] = W_hh[q·H + 16g + l, k]
-// so a step streams each group's 64·H floats once, contiguously, and the four
+// Layout: hidden units in groups of 16 (one 512-bit vector per gate); with K
+// gate blocks (4, or 3 for the variants without an input gate) the group's
+// weights are stored k-major, [k][gate][16 units]
+//   wp[((g·H + k)·K + q)·16 + l] = W_hh[q·H + 16g + l, k]
+// so a step streams each group's 16·K·H floats once, contiguously, and the
 // gates of 16 units end in registers together for the cell update.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
@@ -49,41 +50,46 @@ class SmallBatchStep {
 #endif
   }
 
-  // w_hh (4H, H), any strides.
-  explicit SmallBatchStep(const at::Tensor& w_hh) : H_(w_hh.size(1)), groups_(H_ / kUnits) {
-    // (4, groups, 16, H) -> (groups, H, 4, 16): ATen's blocked copy
-    wp_ = w_hh.contiguous().view({4, groups_, kUnits, H_}).permute({1, 3, 0, 2}).contiguous();
+  // w_hh (KH, H), any strides, K gate blocks.
+  explicit SmallBatchStep(const at::Tensor& w_hh)
+      : H_(w_hh.size(1)), K_(w_hh.size(0) / H_), groups_(H_ / kUnits) {
+    // (K, groups, 16, H) -> (groups, H, K, 16): ATen's blocked copy
+    wp_ = w_hh.contiguous().view({K_, groups_, kUnits, H_}).permute({1, 3, 0, 2}).contiguous();
   }
 
   // One step for rows [0, n):
   //   h_prev   (n, H)   h_{t-1}; must not alias any output
-  //   gates    (n, 4H)  in: x_t·W_ihᵀ (i, f, g, o); out: activated gates if keep_gates
-  //   bias     (4H)     b_ih + b_hh; may be null
+  //   gates    (n, KH)  in: x_t·W_ihᵀ (Cell's gate blocks); out: activated gates if keep_gates
+  //   bias     (KH)     b_ih + b_hh; may be null
   //   c        (n, H)   in: c_{t-1}; out: c_t
   //   h_out    (n, H)   h_t
   //   h_copy   (n, H)   second destination of h_t; may be null
   //   c_copy   (n, H)   second destination of c_t; may be null
+  //   peep     (rows, H) Cell's peephole weights; null without
+  template <class Cell>
   void step(int64_t n, const float* h_prev, float* gates, const float* bias, float* c,
-            float* h_out, float* h_copy, float* c_copy, bool keep_gates) const {
+            float* h_out, float* h_copy, float* c_copy, bool keep_gates,
+            const float* peep) const {
 #if defined(CPU_CAPABILITY_AVX512)
-    const Args a{h_prev, gates, bias, c, h_out, h_copy, c_copy, keep_gates};
+    TORCH_CHECK(Cell::kGates == K_, "lstm_fused: small-batch step built for another cell");
+    const Args a{h_prev, gates, bias, c, h_out, h_copy, c_copy, keep_gates, peep};
     // Grain 1 with OpenMP's even split: thread i gets the same groups every
     // step, so its weights stay in its cache.
     at::parallel_for(0, groups_, 1, [&](int64_t g0, int64_t g1) {
       for (int64_t g = g0; g < g1; ++g) {
         for (int64_t r = 0; r < n; r += 4) {
           switch (std::min<int64_t>(4, n - r)) {
-            case 1: rows<1>(a, g, r); break;
-            case 2: rows<2>(a, g, r); break;
-            case 3: rows<3>(a, g, r); break;
-            default: rows<4>(a, g, r); break;
+            case 1: rows<Cell, 1>(a, g, r); break;
+            case 2: rows<Cell, 2>(a, g, r); break;
+            case 3: rows<Cell, 3>(a, g, r); break;
+            default: rows<Cell, 4>(a, g, r); break;
           }
         }
       }
     });
 #else
     (void)n, (void)h_prev, (void)gates, (void)bias, (void)c, (void)h_out, (void)h_copy,
-        (void)c_copy, (void)keep_gates;
+        (void)c_copy, (void)keep_gates, (void)peep;
     TORCH_CHECK(false, "lstm_fused: the small-batch step needs AVX-512 code");
 #endif
   }
@@ -98,20 +104,21 @@ class SmallBatchStep {
     float* h_copy;
     float* c_copy;
     bool keep_gates;
+    const float* peep;
   };
 
 #if defined(CPU_CAPABILITY_AVX512)
   // R batch rows from r0 for unit group g. With one or two rows there are too
   // few accumulators to hide the FMA latency, so even and odd k go to separate
   // sets, summed before the cell update (a fixed order: deterministic).
-  template <int R>
+  template <class Cell, int R>
   void rows(const Args& a, int64_t g, int64_t r0) const {
-    constexpr int S = R <= 2 ? 2 : 1;
-    const int64_t H = H_, G = 4 * H_, u = g * kUnits;
-    const float* wg = wp_.data_ptr<float>() + g * H * 4 * kUnits;
-    __m512 acc[S][R][4];
+    constexpr int S = R <= 2 ? 2 : 1, K = Cell::kGates;
+    const int64_t H = H_, G = K * H_, u = g * kUnits;
+    const float* wg = wp_.data_ptr<float>() + g * H * K * kUnits;
+    __m512 acc[S][R][K];
     for (int r = 0; r < R; ++r) {
-      for (int q = 0; q < 4; ++q) {
+      for (int q = 0; q < K; ++q) {
         __m512 v = _mm512_loadu_ps(a.gates + (r0 + r) * G + q * H + u);
         if (a.bias) v = _mm512_add_ps(v, _mm512_loadu_ps(a.bias + q * H + u));
         acc[0][r][q] = v;
@@ -122,36 +129,33 @@ class SmallBatchStep {
     // H is a multiple of kUnits (usable()), so S divides it: no k is left over.
     for (int64_t k = 0; k < H; k += S) {
       for (int s = 0; s < S; ++s) {
-        const float* wk = wg + (k + s) * 4 * kUnits;
-        const __m512 w0 = _mm512_loadu_ps(wk), w1 = _mm512_loadu_ps(wk + 16),
-                     w2 = _mm512_loadu_ps(wk + 32), w3 = _mm512_loadu_ps(wk + 48);
+        const float* wk = wg + (k + s) * K * kUnits;
+        __m512 w[K];
+        for (int q = 0; q < K; ++q) w[q] = _mm512_loadu_ps(wk + q * kUnits);
         for (int r = 0; r < R; ++r) {
           const __m512 hb = _mm512_set1_ps(hp[r * H + k + s]);
-          acc[s][r][0] = _mm512_fmadd_ps(w0, hb, acc[s][r][0]);
-          acc[s][r][1] = _mm512_fmadd_ps(w1, hb, acc[s][r][1]);
-          acc[s][r][2] = _mm512_fmadd_ps(w2, hb, acc[s][r][2]);
-          acc[s][r][3] = _mm512_fmadd_ps(w3, hb, acc[s][r][3]);
+          for (int q = 0; q < K; ++q) acc[s][r][q] = _mm512_fmadd_ps(w[q], hb, acc[s][r][q]);
         }
       }
     }
     using V = at::vec::Vectorized<float>;
     for (int r = 0; r < R; ++r) {
-      V pre[4];
-      for (int q = 0; q < 4; ++q) {
+      V pre[K];
+      for (int q = 0; q < K; ++q) {
         __m512 v = acc[0][r][q];
         if constexpr (S == 2) v = _mm512_add_ps(v, acc[1][r][q]);
         pre[q] = V(v);
       }
       const int64_t off = (r0 + r) * H + u;
-      Activations::cell_update(H, pre, a.keep_gates ? a.gates + (r0 + r) * G + u : nullptr,
-                               a.c + off, a.c + off, a.h_out + off,
-                               a.h_copy ? a.h_copy + off : nullptr,
-                               a.c_copy ? a.c_copy + off : nullptr);
+      Activations::template cell_update<Cell>(
+          H, pre, a.keep_gates ? a.gates + (r0 + r) * G + u : nullptr, a.c + off, a.c + off,
+          a.h_out + off, a.h_copy ? a.h_copy + off : nullptr,
+          a.c_copy ? a.c_copy + off : nullptr, a.peep ? a.peep + u : nullptr);
     }
   }
 #endif
 
-  int64_t H_, groups_;
+  int64_t H_, K_, groups_;
   at::Tensor wp_;
 };
 

@@ -7,6 +7,8 @@
 
 #include <cstdint>
 
+#include "../cell_variants.h"
+
 // Kernels declare their dynamic shared memory through this macro so that the CPU
 // simulation (sim/, LSTM_FUSED_SIM) can give every simulated block its own.
 #ifndef LSTM_FUSED_SIM
@@ -77,45 +79,79 @@ __device__ __forceinline__ double sigmoid_acc(double x) { return 1.0 / (1.0 + ex
 __device__ __forceinline__ float tanh_acc(float x) { return tanhf(x); }
 __device__ __forceinline__ double tanh_acc(double x) { return tanh(x); }
 
-// The LSTM cell, once for every kernel (pointwise, fused cell, persistent):
-// from the pre-activations (i, f, g, o) and c_{t-1}, the activated gates,
-// c_t and h_t.
+// The LSTM cell, once for every kernel (pointwise, fused cell, persistent),
+// for each cell variant (../cell_variants.h): from the pre-activations
+// (Cell::kGates of them) and c_{t-1}, the activated gates, c_t and h_t. The
+// peephole weights p_i, p_f, p_o of the unit count only when Cell has them
+// (p_i only with an input gate). i is the input gate the cell used (1 − f
+// for cifg, 1 without an input gate).
 template <typename A>
 struct CellState {
   A i, f, g, o, c, h;
 };
-template <typename A>
-__device__ __forceinline__ CellState<A> cell_forward(const A (&pre)[4], A c_prev) {
+template <class Cell = StandardCell, typename A>
+__device__ __forceinline__ CellState<A> cell_forward(const A (&pre)[Cell::kGates], A c_prev,
+                                                     A p_i = A(0), A p_f = A(0), A p_o = A(0)) {
   CellState<A> s;
-  s.i = sigmoid_acc(pre[0]);
-  s.f = sigmoid_acc(pre[1]);
-  s.g = tanh_acc(pre[2]);
-  s.o = sigmoid_acc(pre[3]);
-  s.c = s.f * c_prev + s.i * s.g;
+  s.f = sigmoid_acc(Cell::kPeephole ? pre[Cell::kF] + p_f * c_prev : pre[Cell::kF]);
+  s.g = tanh_acc(pre[Cell::kG]);
+  if constexpr (Cell::kVariant == GateVariant::Standard) {
+    s.i = sigmoid_acc(Cell::kPeephole ? pre[0] + p_i * c_prev : pre[0]);
+    s.c = s.f * c_prev + s.i * s.g;
+  } else if constexpr (Cell::kVariant == GateVariant::Cifg) {
+    s.i = A(1) - s.f;
+    s.c = s.f * c_prev + s.i * s.g;
+  } else {
+    s.i = A(1);
+    s.c = s.f * c_prev + s.g;
+  }
+  s.o = sigmoid_acc(Cell::kPeephole ? pre[Cell::kO] + p_o * s.c : pre[Cell::kO]);
   s.h = s.o * tanh_acc(s.c);
   return s;
 }
 
-// Its backward: from the activated gates, c_t, c_{t-1}, dL/dh_t and dL/dc_t,
-// dL/d(pre-activations) in d[0..3] and dL/dc_{t-1} in dc_prev.
-template <typename A>
+// Its backward: from the activated gates (Cell::kGates of them, as stored),
+// c_t, c_{t-1}, dL/dh_t and dL/dc_t, dL/d(pre-activations) in d[] and
+// dL/dc_{t-1} in dc_prev.
+template <typename A, int K = 4>
 struct CellGrad {
-  A d[4];
+  A d[K];
   A dc_prev;
 };
+template <class Cell = StandardCell, typename A>
+__device__ __forceinline__ CellGrad<A, Cell::kGates> cell_backward(
+    const A (&gate)[Cell::kGates], A c, A c_prev, A dh, A dc, A p_i = A(0), A p_f = A(0),
+    A p_o = A(0)) {
+  const A one = A(1);
+  const A f = gate[Cell::kF], g = gate[Cell::kG], o = gate[Cell::kO];
+  const A tc = tanh_acc(c);
+  const A d_o = dh * tc * o * (one - o);
+  A dct = dc + dh * o * (one - tc * tc);
+  if constexpr (Cell::kPeephole) dct += d_o * p_o;
+  CellGrad<A, Cell::kGates> r;
+  A df = c_prev;
+  r.dc_prev = dct * f;
+  if constexpr (Cell::kVariant == GateVariant::Standard) {
+    const A i = gate[0];
+    r.d[0] = dct * g * i * (one - i);
+    r.d[Cell::kG] = dct * i * (one - g * g);
+    if constexpr (Cell::kPeephole) r.dc_prev += r.d[0] * p_i;
+  } else if constexpr (Cell::kVariant == GateVariant::Cifg) {
+    r.d[Cell::kG] = dct * (one - f) * (one - g * g);
+    df = c_prev - g;  // i = 1 − f: f also reaches c_t through i·g
+  } else {
+    r.d[Cell::kG] = dct * (one - g * g);
+  }
+  r.d[Cell::kF] = dct * df * f * (one - f);
+  r.d[Cell::kO] = d_o;
+  if constexpr (Cell::kPeephole) r.dc_prev += r.d[Cell::kF] * p_f;
+  return r;
+}
 template <typename A>
 __device__ __forceinline__ CellGrad<A> cell_backward(A i, A f, A g, A o, A c, A c_prev, A dh,
                                                      A dc) {
-  const A one = A(1);
-  const A tc = tanh_acc(c);
-  const A dct = dc + dh * o * (one - tc * tc);
-  CellGrad<A> r;
-  r.d[0] = dct * g * i * (one - i);
-  r.d[1] = dct * c_prev * f * (one - f);
-  r.d[2] = dct * i * (one - g * g);
-  r.d[3] = dh * tc * o * (one - o);
-  r.dc_prev = dct * f;
-  return r;
+  const A gate[4] = {i, f, g, o};
+  return cell_backward<StandardCell>(gate, c, c_prev, dh, dc);
 }
 
 // Raw 16-bit pattern of a half/bfloat16 value, for packing into 32-bit registers.

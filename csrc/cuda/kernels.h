@@ -16,31 +16,34 @@ namespace lstm_fused {
 namespace cuda {
 
 // ---------------------------------------------------------------- pointwise
-// One LSTM step's pointwise part (see ../pointwise.h), n rows of H units.
-//   gates   (n, 4H)  in: pre-activations (i, f, g, o); out: activated gates
-//   b_ih    (4H)     added to the pre-activations; may be null
-//   b_hh    (4H)     added to the pre-activations; may be null
+// One LSTM step's pointwise part (see ../pointwise.h), n rows of H units, for
+// the cell variant Cell (../cell_variants.h) with K = Cell::kGates gate blocks.
+//   gates   (n, KH)  in: pre-activations (Cell's order); out: activated gates
+//   b_ih    (KH)     added to the pre-activations; may be null
+//   b_hh    (KH)     added to the pre-activations; may be null
 //   c_prev  (n, H)   c_{t-1}; may alias c_out
 //   c_out   (n, H)   c_t
 //   h_out   (n, H)   h_t
 //   h_copy  (n, H)   second destination of h_t; may be null
 //   c_copy  (n, H)   second destination of c_t; may be null
-template <typename T>
+//   peep    (Cell::kPeepRows, H) peephole weights when Cell has them; else null
+template <class Cell, typename T>
 cudaError_t pointwise_forward(cudaStream_t stream, int64_t n, int64_t H, T* gates, const T* b_ih,
                               const T* b_hh, const T* c_prev, T* c_out, T* h_out, T* h_copy,
-                              T* c_copy);
+                              T* c_copy, const T* peep);
 
-//   gates   (n, 4H)  activated gates saved by the forward
+//   gates   (n, KH)  activated gates saved by the forward
 //   c       (n, H)   c_t
 //   c_prev  (n, H)   c_{t-1}
 //   dh_a    (n, H)   dL/dh_t, first term
 //   dh_b    (n, H)   dL/dh_t, second term; may be null
 //   dc      (n, H)   in: dL/dc_t from later steps; out: dL/dc_{t-1} (may alias nothing else)
-//   dgates  (n, 4H)  out: dL/d(pre-activations)
-template <typename T>
+//   dgates  (n, KH)  out: dL/d(pre-activations)
+//   peep    (Cell::kPeepRows, H) peephole weights when Cell has them; else null
+template <class Cell, typename T>
 cudaError_t pointwise_backward(cudaStream_t stream, int64_t n, int64_t H, const T* gates,
                                const T* c, const T* c_prev, const T* dh_a, const T* dh_b, T* dc,
-                               T* dgates);
+                               T* dgates, const T* peep);
 
 // --------------------------------------------------------- fused cell step
 // T in {float, __half, __nv_bfloat16}. One launch: [x, h]·[W_ih; W_hh]ᵀ + b,

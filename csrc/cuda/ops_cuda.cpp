@@ -1,12 +1,14 @@
 // CUDA kernels of the four ops, registered for the CUDA dispatch key.
 //
-//   lstm_cell           the fused step kernel (cell_cuda.cu) for float, half and
-//                       bfloat16 with B <= 64; else, or under Path::Step, the
-//                       driver (cuBLAS GEMMs + the pointwise kernel).
+//   lstm_cell           the fused step kernel (cell_cuda.cu) for the standard
+//                       cell in float, half and bfloat16 with B <= 64; else, or
+//                       under Path::Step, the driver (cuBLAS GEMMs + the
+//                       pointwise kernel, every cell variant).
 //   lstm_cell_backward  the driver (pointwise kernel + cuBLAS GEMMs).
 //   lstm_layer          the persistent kernel (persistent_fwd.cu) under
-//                       Path::Auto/Persistent when eligible: float/half/bfloat16,
-//                       no projection, no lengths, T >= 1, 1 <= B <= 256, and a
+//                       Path::Auto/Persistent when eligible: the standard cell,
+//                       float/half/bfloat16, no projection, no lengths, T >= 1,
+//                       1 <= B <= 256, and a
 //                       plan exists (the W_hh slices fit in shared memory and the
 //                       grid is co-resident); else the driver's per-step path.
 //   lstm_layer_backward the persistent backward kernel (persistent_bwd.cu) under
@@ -47,7 +49,7 @@ enum Counter { kPersistentForward = 0, kPersistentBackward = 1, kFusedCell = 2 }
 void count(Counter c) { g_launches[c].fetch_add(1, std::memory_order_relaxed); }
 
 using LayerOut = std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor>;
-using LayerGrads = std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor>;
+using LayerGrads = std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor>;
 
 cudaStream_t current_stream() { return c10::cuda::getCurrentCUDAStream().stream(); }
 
@@ -120,15 +122,18 @@ std::tuple<Tensor, Tensor, Tensor> cell_forward_cuda(const Tensor& input, const 
                                                      const Tensor& w_hh,
                                                      const std::optional<Tensor>& b_ih,
                                                      const std::optional<Tensor>& b_hh,
-                                                     bool need_gates) {
+                                                     bool need_gates, int64_t variant,
+                                                     const std::optional<Tensor>& peephole) {
   const c10::cuda::CUDAGuard guard(input.device());
-  const auto d = check_cell_args(input, hx, cx, w_ih, w_hh, b_ih, b_hh);
+  const auto kind = cell_kind(variant, peephole);
+  const auto d = check_cell_args(input, hx, cx, w_ih, w_hh, b_ih, b_hh, kind, peephole);
   const auto st = input.scalar_type();
-  const bool fused = kernel_path() != Path::Step && tensor_core_dtype(st) && d.B >= 1 &&
+  const bool fused = kind.standard() && kernel_path() != Path::Step && tensor_core_dtype(st) && d.B >= 1 &&
                      d.B <= cuda::cell_fused_max_batch() && d.H >= 1 &&
                      d.H <= INT_MAX / 4 && d.I <= INT_MAX / 2 - d.H;
   if (!fused) {
-    return cell_forward<CudaPointwise>(input, hx, cx, w_ih, w_hh, b_ih, b_hh, need_gates);
+    return cell_forward<CudaPointwise>(input, hx, cx, w_ih, w_hh, b_ih, b_hh, need_gates, variant,
+                                       peephole);
   }
   const auto opts = input.options();
   const auto x = input.contiguous();
@@ -147,21 +152,21 @@ std::tuple<Tensor, Tensor, Tensor> cell_forward_cuda(const Tensor& input, const 
   return {hy, cy, kept_if(need_gates, gates, opts)};
 }
 
-std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> cell_backward_cuda(
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> cell_backward_cuda(
     const Tensor& grad_hy, const Tensor& grad_cy, const Tensor& input, const Tensor& hx,
     const Tensor& cx, const Tensor& w_ih, const Tensor& w_hh, const Tensor& cy,
-    const Tensor& gates, bool has_bias) {
+    const Tensor& gates, bool has_bias, int64_t variant, const std::optional<Tensor>& peephole) {
   const c10::cuda::CUDAGuard guard(input.device());
   return cell_backward<CudaPointwise>(grad_hy, grad_cy, input, hx, cx, w_ih, w_hh, cy, gates,
-                                      has_bias);
+                                      has_bias, variant, peephole);
 }
 
 // ------------------------------------------------------------------ layer
 // The persistent kernels' preconditions that do not depend on the device.
 bool persistent_candidate(const LayerDims& d, at::ScalarType st,
                           const std::optional<Tensor>& w_hr,
-                          const std::optional<Tensor>& lengths) {
-  return kernel_path() != Path::Step && tensor_core_dtype(st) && !w_hr.has_value() &&
+                          const std::optional<Tensor>& lengths, CellKind kind) {
+  return kind.standard() && kernel_path() != Path::Step && tensor_core_dtype(st) && !w_hr.has_value() &&
          !lengths.has_value() && d.T >= 1 && d.T <= INT_MAX && d.B >= 1 && d.H >= 1 &&
          d.H <= (1 << 20);
 }
@@ -219,11 +224,14 @@ LayerOut layer_forward_cuda(const Tensor& input, const Tensor& h0, const Tensor&
                             const Tensor& w_ih, const Tensor& w_hh,
                             const std::optional<Tensor>& b_ih, const std::optional<Tensor>& b_hh,
                             const std::optional<Tensor>& w_hr,
-                            const std::optional<Tensor>& lengths, bool reverse, bool need_grad) {
+                            const std::optional<Tensor>& lengths, bool reverse, bool need_grad,
+                            int64_t variant, const std::optional<Tensor>& peephole) {
   const c10::cuda::CUDAGuard guard(input.device());
-  const auto d = check_layer_args(input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths);
+  const auto kind = cell_kind(variant, peephole);
+  const auto d = check_layer_args(input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths, kind,
+                                  peephole);
   const auto st = input.scalar_type();
-  if (persistent_candidate(d, st, w_hr, lengths)) {
+  if (persistent_candidate(d, st, w_hr, lengths, kind)) {
     const auto plan = cuda::plan_persistent(input.device().index(), mode_for(st),
                                             /*backward=*/false, static_cast<int>(d.B),
                                             static_cast<int>(d.H));
@@ -235,7 +243,7 @@ LayerOut layer_forward_cuda(const Tensor& input, const Tensor& h0, const Tensor&
     }
   }
   return layer_forward<CudaPointwise>(input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths,
-                                      reverse, need_grad);
+                                      reverse, need_grad, variant, peephole);
 }
 
 template <typename S>
@@ -286,7 +294,7 @@ std::optional<LayerGrads> persistent_layer_backward(
       gradient_gemms(dgates, input, output, h0, w_ih, n_active, has_bias, reverse,
                      need_input_grad, need_weight_grad);
   return LayerGrads{grad_input, grad_h0, grad_c0, grad_w_ih, grad_w_hh, grad_bias,
-                    at::empty({0}, opts)};
+                    at::empty({0}, opts), at::empty({0}, opts)};
 }
 
 LayerGrads layer_backward_cuda(const Tensor& grad_output, const Tensor& grad_hn,
@@ -295,12 +303,14 @@ LayerGrads layer_backward_cuda(const Tensor& grad_output, const Tensor& grad_hn,
                                const std::optional<Tensor>& w_hr,
                                const std::optional<Tensor>& lengths, const Tensor& output,
                                const Tensor& gates, const Tensor& cells, bool has_bias,
-                               bool reverse, bool need_input_grad, bool need_weight_grad) {
+                               bool reverse, bool need_input_grad, bool need_weight_grad,
+                               int64_t variant, const std::optional<Tensor>& peephole) {
   const c10::cuda::CUDAGuard guard(input.device());
+  const auto kind = cell_kind(variant, peephole);
   const auto d = check_layer_args(input, h0, c0, w_ih, w_hh, std::nullopt, std::nullopt, w_hr,
-                                  lengths);
+                                  lengths, kind, peephole);
   const auto st = input.scalar_type();
-  if (persistent_candidate(d, st, w_hr, lengths)) {
+  if (persistent_candidate(d, st, w_hr, lengths, kind)) {
     TORCH_CHECK(gates.sizes() == at::IntArrayRef({d.T, d.B, 4 * d.H}) &&
                     cells.sizes() == at::IntArrayRef({d.T, d.B, d.H}),
                 "lstm_fused: gates and cells must come from lstm_layer(need_grad=True)");
@@ -328,7 +338,7 @@ LayerGrads layer_backward_cuda(const Tensor& grad_output, const Tensor& grad_hn,
   }
   return layer_backward<CudaPointwise>(grad_output, grad_hn, grad_cn, input, h0, c0, w_ih, w_hh,
                                        w_hr, lengths, output, gates, cells, has_bias, reverse,
-                                       need_input_grad, need_weight_grad);
+                                       need_input_grad, need_weight_grad, variant, peephole);
 }
 
 // ------------------------------------------------------- introspection

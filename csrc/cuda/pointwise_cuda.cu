@@ -23,36 +23,47 @@ inline unsigned pw_blocks(int64_t total) {
 
 }  // namespace
 
-template <typename T>
+template <class Cell, typename T>
 cudaError_t pointwise_forward(cudaStream_t stream, int64_t n, int64_t H, T* gates, const T* b_ih,
                               const T* b_hh, const T* c_prev, T* c_out, T* h_out, T* h_copy,
-                              T* c_copy) {
+                              T* c_copy, const T* peep) {
   if (n <= 0 || H <= 0) return cudaSuccess;
-  kernels::pointwise_forward_kernel<T><<<pw_blocks(n * H), kPwThreads, 0, stream>>>(
-      n, H, gates, b_ih, b_hh, c_prev, c_out, h_out, h_copy, c_copy);
+  kernels::pointwise_forward_kernel<Cell, T><<<pw_blocks(n * H), kPwThreads, 0, stream>>>(
+      n, H, gates, b_ih, b_hh, c_prev, c_out, h_out, h_copy, c_copy, peep);
   return cudaGetLastError();
 }
 
-template <typename T>
+template <class Cell, typename T>
 cudaError_t pointwise_backward(cudaStream_t stream, int64_t n, int64_t H, const T* gates,
                                const T* c, const T* c_prev, const T* dh_a, const T* dh_b, T* dc,
-                               T* dgates) {
+                               T* dgates, const T* peep) {
   if (n <= 0 || H <= 0) return cudaSuccess;
-  kernels::pointwise_backward_kernel<T><<<pw_blocks(n * H), kPwThreads, 0, stream>>>(
-      n, H, gates, c, c_prev, dh_a, dh_b, dc, dgates);
+  kernels::pointwise_backward_kernel<Cell, T><<<pw_blocks(n * H), kPwThreads, 0, stream>>>(
+      n, H, gates, c, c_prev, dh_a, dh_b, dc, dgates, peep);
   return cudaGetLastError();
 }
 
-#define LSTM_FUSED_INSTANTIATE_PW(T)                                                          \
-  template cudaError_t pointwise_forward<T>(cudaStream_t, int64_t, int64_t, T*, const T*,     \
-                                            const T*, const T*, T*, T*, T*, T*);              \
-  template cudaError_t pointwise_backward<T>(cudaStream_t, int64_t, int64_t, const T*,        \
-                                             const T*, const T*, const T*, const T*, T*, T*);
+#define LSTM_FUSED_INSTANTIATE_PW_CELL(C, T)                                                     \
+  template cudaError_t pointwise_forward<C, T>(cudaStream_t, int64_t, int64_t, T*, const T*,     \
+                                               const T*, const T*, T*, T*, T*, T*, const T*);    \
+  template cudaError_t pointwise_backward<C, T>(cudaStream_t, int64_t, int64_t, const T*,        \
+                                                const T*, const T*, const T*, const T*, T*, T*,  \
+                                                const T*);
+#define LSTM_FUSED_INSTANTIATE_PW(T)                                                      \
+  LSTM_FUSED_INSTANTIATE_PW_CELL(LSTM_FUSED_CELL(Standard, false), T)                     \
+  LSTM_FUSED_INSTANTIATE_PW_CELL(LSTM_FUSED_CELL(Standard, true), T)                      \
+  LSTM_FUSED_INSTANTIATE_PW_CELL(LSTM_FUSED_CELL(Cifg, false), T)                         \
+  LSTM_FUSED_INSTANTIATE_PW_CELL(LSTM_FUSED_CELL(Cifg, true), T)                          \
+  LSTM_FUSED_INSTANTIATE_PW_CELL(LSTM_FUSED_CELL(NoInputGate, false), T)                  \
+  LSTM_FUSED_INSTANTIATE_PW_CELL(LSTM_FUSED_CELL(NoInputGate, true), T)
+#define LSTM_FUSED_CELL(V, P) CellSpec<GateVariant::V, P>
 LSTM_FUSED_INSTANTIATE_PW(float)
 LSTM_FUSED_INSTANTIATE_PW(double)
 LSTM_FUSED_INSTANTIATE_PW(__half)
 LSTM_FUSED_INSTANTIATE_PW(__nv_bfloat16)
+#undef LSTM_FUSED_CELL
 #undef LSTM_FUSED_INSTANTIATE_PW
+#undef LSTM_FUSED_INSTANTIATE_PW_CELL
 
 }  // namespace cuda
 

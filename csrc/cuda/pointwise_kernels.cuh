@@ -14,32 +14,42 @@ using detail::to_acc;
 
 constexpr int kPwThreads = 256;
 
-template <typename T>
+// One cell variant (../cell_variants.h) per instantiation: gates hold
+// Cell::kGates blocks of H per row; peep (Cell::kPeepRows, H) when Cell has
+// peepholes, else null.
+template <class Cell, typename T>
 __global__ void __launch_bounds__(kPwThreads)
     pointwise_forward_kernel(int64_t n, int64_t H, T* gates, const T* __restrict__ b_ih,
                              const T* __restrict__ b_hh, const T* c_prev, T* c_out, T* h_out,
-                             T* h_copy, T* c_copy) {
+                             T* h_copy, T* c_copy, const T* __restrict__ peep) {
   using A = acc_t<T>;
+  constexpr int K = Cell::kGates;
   const int64_t total = n * H;
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
   for (int64_t idx = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; idx < total;
        idx += stride) {
     const int64_t r = idx / H;
     const int64_t u = idx - r * H;
-    T* g = gates + r * 4 * H;
-    A pre[4];
+    T* g = gates + r * K * H;
+    A pre[K];
 #pragma unroll
-    for (int k = 0; k < 4; ++k) {
+    for (int k = 0; k < K; ++k) {
       pre[k] = to_acc(g[k * H + u]);
       if (b_ih != nullptr) pre[k] += to_acc(b_ih[k * H + u]);
       if (b_hh != nullptr) pre[k] += to_acc(b_hh[k * H + u]);
     }
+    A p[3] = {A(0), A(0), A(0)};  // i, f, o
+    if constexpr (Cell::kPeephole) {
+      if constexpr (Cell::kInputGate) p[0] = to_acc(peep[u]);
+      p[1] = to_acc(peep[Cell::kPeepF * H + u]);
+      p[2] = to_acc(peep[Cell::kPeepO * H + u]);
+    }
     // c_prev may alias c_out: read before the write, same element, same thread.
-    const auto s = detail::cell_forward(pre, to_acc(c_prev[idx]));
-    g[u] = from_acc<T>(s.i);
-    g[H + u] = from_acc<T>(s.f);
-    g[2 * H + u] = from_acc<T>(s.g);
-    g[3 * H + u] = from_acc<T>(s.o);
+    const auto s = detail::cell_forward<Cell>(pre, to_acc(c_prev[idx]), p[0], p[1], p[2]);
+    if constexpr (Cell::kInputGate) g[u] = from_acc<T>(s.i);
+    g[Cell::kF * H + u] = from_acc<T>(s.f);
+    g[Cell::kG * H + u] = from_acc<T>(s.g);
+    g[Cell::kO * H + u] = from_acc<T>(s.o);
     c_out[idx] = from_acc<T>(s.c);
     h_out[idx] = from_acc<T>(s.h);
     if (h_copy != nullptr) h_copy[idx] = from_acc<T>(s.h);
@@ -47,28 +57,37 @@ __global__ void __launch_bounds__(kPwThreads)
   }
 }
 
-template <typename T>
+template <class Cell, typename T>
 __global__ void __launch_bounds__(kPwThreads)
     pointwise_backward_kernel(int64_t n, int64_t H, const T* __restrict__ gates,
                               const T* __restrict__ c, const T* __restrict__ c_prev,
                               const T* __restrict__ dh_a, const T* __restrict__ dh_b, T* dc,
-                              T* __restrict__ dgates) {
+                              T* __restrict__ dgates, const T* __restrict__ peep) {
   using A = acc_t<T>;
+  constexpr int K = Cell::kGates;
   const int64_t total = n * H;
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
   for (int64_t idx = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; idx < total;
        idx += stride) {
     const int64_t r = idx / H;
     const int64_t u = idx - r * H;
-    const T* g = gates + r * 4 * H;
-    T* dg = dgates + r * 4 * H;
+    const T* g = gates + r * K * H;
+    T* dg = dgates + r * K * H;
     A dh = to_acc(dh_a[idx]);
     if (dh_b != nullptr) dh += to_acc(dh_b[idx]);
-    const auto grad = detail::cell_backward(to_acc(g[u]), to_acc(g[H + u]), to_acc(g[2 * H + u]),
-                                            to_acc(g[3 * H + u]), to_acc(c[idx]),
-                                            to_acc(c_prev[idx]), dh, to_acc(dc[idx]));
+    A gate[K];
 #pragma unroll
-    for (int k = 0; k < 4; ++k) dg[k * H + u] = from_acc<T>(grad.d[k]);
+    for (int k = 0; k < K; ++k) gate[k] = to_acc(g[k * H + u]);
+    A p[3] = {A(0), A(0), A(0)};  // i, f, o
+    if constexpr (Cell::kPeephole) {
+      if constexpr (Cell::kInputGate) p[0] = to_acc(peep[u]);
+      p[1] = to_acc(peep[Cell::kPeepF * H + u]);
+      p[2] = to_acc(peep[Cell::kPeepO * H + u]);
+    }
+    const auto grad = detail::cell_backward<Cell>(gate, to_acc(c[idx]), to_acc(c_prev[idx]), dh,
+                                                  to_acc(dc[idx]), p[0], p[1], p[2]);
+#pragma unroll
+    for (int k = 0; k < K; ++k) dg[k * H + u] = from_acc<T>(grad.d[k]);
     dc[idx] = from_acc<T>(grad.dc_prev);
   }
 }
