@@ -1,23 +1,46 @@
-"""The LSTM in plain torch ops: what runs inside torch.func transforms (see
-functional.py), and a reference for tests on devices where torch.nn.LSTM itself
-takes other code paths. Same conventions as the ops (time-major, gates i, f, g,
-o; lengths: step t runs only where t < lengths)."""
+"""The LSTM in plain torch ops, every cell variant (variants.py): the one
+reference of the tests and the bench (run in float64 there), and what runs
+inside torch.func transforms (see functional.py). Same conventions as the
+ops (time-major; gate blocks in the variant's order; lengths: step t runs
+only where t < lengths)."""
 import torch
 
+from . import variants
 
-def cell(input, hx, cx, w_ih, w_hh, b_ih=None, b_hh=None):
+
+def _update(pre, c_prev, variant, w_peep):
+    """Pre-activations (B, KH) and c_{t-1} -> the activated gates (i, f, g, o),
+    with the i the cell used (1 − f for cifg, 1 without an input gate), and c_t."""
+    v = variants.get(variant)
+    blocks = dict(zip(v.gates, pre.chunk(v.num_gates, -1)))
+    peep = dict(zip(v.peephole_rows, w_peep.unbind(0))) if w_peep is not None else {}
+    if "f" in peep:
+        blocks["f"] = blocks["f"] + peep["f"] * c_prev
+    f, g = torch.sigmoid(blocks["f"]), torch.tanh(blocks["g"])
+    if v.name == "standard":
+        i = torch.sigmoid(blocks["i"] + peep["i"] * c_prev if "i" in peep else blocks["i"])
+    elif v.name == "cifg":
+        i = 1 - f
+    else:
+        i = torch.ones_like(f)
+    c = f * c_prev + i * g
+    o = torch.sigmoid(blocks["o"] + peep["o"] * c if "o" in peep else blocks["o"])
+    return (i, f, g, o), c
+
+
+def cell(input, hx, cx, w_ih, w_hh, b_ih=None, b_hh=None, variant="standard", w_peep=None):
     gates = input @ w_ih.t() + hx @ w_hh.t()
     if b_ih is not None:
         gates = gates + b_ih + b_hh
-    i, f, g, o = gates.chunk(4, 1)
-    c = torch.sigmoid(f) * cx + torch.sigmoid(i) * torch.tanh(g)
-    return torch.sigmoid(o) * torch.tanh(c), c
+    (_, _, _, o), c = _update(gates, cx, variant, w_peep)
+    return o * torch.tanh(c), c
 
 
 def layer(input, h0, c0, w_ih, w_hh, b_ih=None, b_hh=None, w_hr=None, lengths=None, reverse=False,
-          return_gates=False):
+          return_gates=False, variant="standard", w_peep=None):
     """(output, h_n, c_n); with return_gates also the activated gates (T, B, 4,
-    H) and the cells (T, B, H), zero at the steps a sequence does not run."""
+    H) as i, f, g, o (i the one the cell used) and the cells (T, B, H), zero
+    at the steps a sequence does not run."""
     T = input.shape[0]
     xp = input @ w_ih.t()
     if b_ih is not None:
@@ -28,9 +51,7 @@ def layer(input, h0, c0, w_ih, w_hh, b_ih=None, b_hh=None, w_hr=None, lengths=No
     xs = xp.unbind(0)  # indexing xp[t] would make backward build a full-size zero tensor per step
     for s in range(T):
         t = T - 1 - s if reverse else s
-        i, f, g, o = (xs[t] + h @ w_hh.t()).chunk(4, 1)
-        i, f, g, o = torch.sigmoid(i), torch.sigmoid(f), torch.tanh(g), torch.sigmoid(o)
-        c_new = f * c + i * g
+        (i, f, g, o), c_new = _update(xs[t] + h @ w_hh.t(), c, variant, w_peep)
         h_new = o * torch.tanh(c_new)
         if return_gates:
             running = 1.0 if lengths is None else (lengths.to(input.device) > t).unsqueeze(1).to(c_new.dtype)

@@ -5,7 +5,7 @@ from typing import List, Optional, Sequence, Tuple
 import torch
 import torch.nn.functional as F
 
-from . import _reference, onnx_export
+from . import _reference, onnx_export, variants
 from ._ops import ops
 from .errors import LSTMArgumentError
 
@@ -62,31 +62,35 @@ def _needs_grad(*tensors):
     return any(t is not None and t.requires_grad for t in tensors)
 
 
-def lstm_cell(input, hx=None, w_ih=None, w_hh=None, b_ih=None, b_hh=None, *, _record=None):
+def lstm_cell(input, hx=None, w_ih=None, w_hh=None, b_ih=None, b_hh=None, *, variant="standard",
+              w_peep=None, _record=None):
     """One LSTM step, as torch.nn.LSTMCell computes it.
 
     input (B, I) or (I,); hx a pair (h, c) of (B, H) (or (H,) unbatched), zeros if None;
-    w_ih (4H, I), w_hh (4H, H), b_ih/b_hh (4H) or None. Returns (h', c').
-    _record: a gate recorder (record.recorder_for) or None."""
+    w_ih (KH, I), w_hh (KH, H), b_ih/b_hh (KH) or None, with K = 4 gate blocks
+    for the standard cell and 3 for the variants without an input gate
+    (variants.py); w_peep: the peephole weights (3 or 2, H) or None. Returns
+    (h', c'). _record: a gate recorder (record.recorder_for) or None."""
+    v = variants.get(variant)
     if torch.compiler.is_compiling():
-        _check_cell_args(input, hx, w_ih, w_hh, b_ih, b_hh)
-        return _cell(input, hx, w_ih, w_hh, b_ih, b_hh)
+        _check_cell_args(input, hx, w_ih, w_hh, b_ih, b_hh, v, w_peep)
+        return _cell(input, hx, w_ih, w_hh, b_ih, b_hh, v, w_peep)
     # A step can cost as little as the argument checks: the op validates every
     # argument in C++ before computing anything, and the checks here only run
     # to name the bad argument when it refuses.
     try:
         if hx is not None and not isinstance(hx, (tuple, list)):
             raise TypeError("hx")
-        return _cell(input, hx, w_ih, w_hh, b_ih, b_hh, _record)
+        return _cell(input, hx, w_ih, w_hh, b_ih, b_hh, v, w_peep, _record)
     except (RuntimeError, TypeError, ValueError, AttributeError, IndexError):
-        _check_cell_args(input, hx, w_ih, w_hh, b_ih, b_hh)
+        _check_cell_args(input, hx, w_ih, w_hh, b_ih, b_hh, v, w_peep)
         raise
 
 
 _cell_op = ops.lstm_cell.default
 
 
-def _cell(input, hx, w_ih, w_hh, b_ih, b_hh, record=None):
+def _cell(input, hx, w_ih, w_hh, b_ih, b_hh, v=variants.STANDARD, w_peep=None, record=None):
     batched = input.dim() == 2
     x = input if batched else input.unsqueeze(0)
     if hx is None:
@@ -95,30 +99,57 @@ def _cell(input, hx, w_ih, w_hh, b_ih, b_hh, record=None):
         h, c = hx
         if not batched:
             h, c = h.unsqueeze(0), c.unsqueeze(0)
-    x, h, c, w_ih, w_hh, b_ih, b_hh = _autocast([x, h, c, w_ih, w_hh, b_ih, b_hh])
+    x, h, c, w_ih, w_hh, b_ih, b_hh, w_peep = _autocast([x, h, c, w_ih, w_hh, b_ih, b_hh, w_peep])
     if _under_func_transform():
-        hy, cy = _reference.cell(x, h, c, w_ih, w_hh, b_ih, b_hh)
+        hy, cy = _reference.cell(x, h, c, w_ih, w_hh, b_ih, b_hh, v, w_peep)
     elif onnx_export.exporting():
+        _onnx_standard_only(v, w_peep)
         hy, cy = onnx_export.lstm_cell(x, h, c, w_ih, w_hh, b_ih, b_hh)
     elif record is None:
-        need = _needs_grad(x, h, c, w_ih, w_hh, b_ih, b_hh)
-        hy, cy, _ = _cell_op(x, h, c, w_ih, w_hh, b_ih, b_hh, need)
+        need = _needs_grad(x, h, c, w_ih, w_hh, b_ih, b_hh, w_peep)
+        hy, cy, _ = _cell_op(x, h, c, w_ih, w_hh, b_ih, b_hh, need, v.code, w_peep)
     else:
-        hy, cy, gates = _cell_op(x, h, c, w_ih, w_hh, b_ih, b_hh, True)
+        hy, cy, gates = _cell_op(x, h, c, w_ih, w_hh, b_ih, b_hh, True, v.code, w_peep)
         B, H = cy.shape
-        record(0, 0, gates.view(1, B, 4, H), cy.unsqueeze(0), cy.new_ones((1, B), dtype=torch.bool))
+        record(0, 0, four_gates(gates.view(1, B, v.num_gates, H), v), cy.unsqueeze(0),
+               cy.new_ones((1, B), dtype=torch.bool))
     if not batched:
         hy, cy = hy.squeeze(0), cy.squeeze(0)
     return hy, cy
 
 
-def _check_cell_args(input, hx, w_ih, w_hh, b_ih, b_hh):
+def _onnx_standard_only(v, w_peep):
+    if not v.standard or w_peep is not None:
+        _fail(f"ONNX export covers the standard cell without peepholes; this cell is "
+              f"variant={v.name!r}{' with peepholes' if w_peep is not None else ''}")
+
+
+def four_gates(gates, v):
+    """Activated gates (..., K, H) in the variant's blocks as (..., 4, H) i, f, g,
+    o, with the i the cell used: 1 − f (cifg) or 1 (no input gate)."""
+    if v.standard:
+        return gates
+    f = gates.select(-2, 0)
+    i = 1 - f if v.name == "cifg" else torch.ones_like(f)
+    return torch.cat([i.unsqueeze(-2), gates], dim=-2)
+
+
+def _check_peephole(w_peep, v, H, input, where=""):
+    if w_peep is None:
+        return
+    _check_tensor(w_peep, f"weight_peephole{where}", ("input", input))
+    _check_shape(w_peep, (len(v.peephole_rows), H), f"weight_peephole{where} (rows {', '.join(v.peephole_rows)})")
+
+
+def _check_cell_args(input, hx, w_ih, w_hh, b_ih, b_hh, v=variants.STANDARD, w_peep=None):
     _check_tensor(input, "input")
     for name, w in (("weight_ih", w_ih), ("weight_hh", w_hh)):
         _check_tensor(w, name, ("input", input))
-    H = w_hh.shape[1]
-    if w_ih.dim() != 2 or w_ih.shape[0] != 4 * H or w_hh.shape != (4 * H, H):
-        _fail(f"weight_ih must be (4H, I) and weight_hh (4H, H), got {tuple(w_ih.shape)} and {tuple(w_hh.shape)}")
+    H, K = w_hh.shape[1], v.num_gates
+    if w_ih.dim() != 2 or w_ih.shape[0] != K * H or w_hh.shape != (K * H, H):
+        _fail(f"weight_ih must be ({K}H, I) and weight_hh ({K}H, H) for variant={v.name!r}, got "
+              f"{tuple(w_ih.shape)} and {tuple(w_hh.shape)}")
+    _check_peephole(w_peep, v, H, input)
     if input.dim() not in (1, 2):
         _fail(f"input must be 1-D (input_size,) or 2-D (batch, input_size), got {input.dim()}-D")
     if input.shape[-1] != w_ih.shape[1]:
@@ -135,21 +166,23 @@ def _check_cell_args(input, hx, w_ih, w_hh, b_ih, b_hh):
     if b_ih is not None:
         for name, b in (("bias_ih", b_ih), ("bias_hh", b_hh)):
             _check_tensor(b, name, ("input", input))
-            _check_shape(b, (4 * H,), name)
+            _check_shape(b, (K * H,), name)
 
 
-def _layer_weights(weights, num_layers, num_directions, bias, proj_size):
-    per = 2 + (2 if bias else 0) + (1 if proj_size > 0 else 0)
+def _layer_weights(weights, num_layers, num_directions, bias, proj_size, peephole=False):
+    """Per layer and direction (w_ih, w_hh, b_ih, b_hh, w_hr, w_peep), absent ones None."""
+    per = 2 + (2 if bias else 0) + (1 if proj_size > 0 else 0) + (1 if peephole else 0)
     if len(weights) != per * num_layers * num_directions:
         _fail(f"expected {per * num_layers * num_directions} weight tensors "
               f"({per} per layer and direction), got {len(weights)}")
     groups = []
     for k in range(num_layers * num_directions):
         w = list(weights[k * per:(k + 1) * per])
+        w_peep = w.pop() if peephole else None
         w_ih, w_hh = w[0], w[1]
         b_ih, b_hh = (w[2], w[3]) if bias else (None, None)
         w_hr = w[-1] if proj_size > 0 else None
-        groups.append((w_ih, w_hh, b_ih, b_hh, w_hr))
+        groups.append((w_ih, w_hh, b_ih, b_hh, w_hr, w_peep))
     return groups
 
 
@@ -191,13 +224,17 @@ def lstm(
     bidirectional: bool = False,
     proj_size: int = 0,
     lengths: Optional[torch.Tensor] = None,
+    variant: str = "standard",
+    peephole: bool = False,
     _record=None,
 ) -> Tuple[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]]:
     """A multi-layer LSTM with torch.nn.LSTM's semantics.
 
     weights: nn.LSTM's flat weight list (``module._flat_weights``): for each layer
-    and direction w_ih (4H, I_l), w_hh (4H, P), [b_ih, b_hh (4H)], [w_hr (P, H)],
-    with P = proj_size or H. input (T, B, I) ((B, T, I) if batch_first) or
+    and direction w_ih (KH, I_l), w_hh (KH, P), [b_ih, b_hh (KH)], [w_hr (P, H)],
+    [w_peep (3 or 2, H) with peephole], with P = proj_size or H and K = 4 gate
+    blocks for the standard cell, 3 for the variants without an input gate
+    (variant: see variants.py). input (T, B, I) ((B, T, I) if batch_first) or
     unbatched (T, I). Returns (output, (h_n, c_n)) shaped as nn.LSTM's.
 
     lengths: optional per-sequence lengths (B,) of a padded batch, in any order:
@@ -206,16 +243,18 @@ def lstm(
 
     _record: a gate recorder (record.recorder_for) or None."""
     _check_tensor(input, "input")
+    v = variants.get(variant)
     D = 2 if bidirectional else 1
-    groups = _layer_weights(weights, num_layers, D, bias, proj_size)
-    H = groups[0][1].shape[0] // 4
+    groups = _layer_weights(weights, num_layers, D, bias, proj_size, peephole)
+    H = groups[0][1].shape[0] // v.num_gates
     P = proj_size if proj_size > 0 else H
     I = groups[0][0].shape[1]
-    for k, (w_ih, w_hh, b_ih, b_hh, w_hr) in enumerate(groups):
+    for k, (w_ih, w_hh, b_ih, b_hh, w_hr, w_peep) in enumerate(groups):
         for name, w in (("weight_ih", w_ih), ("weight_hh", w_hh), ("bias_ih", b_ih), ("bias_hh", b_hh),
                         ("weight_hr", w_hr)):
             if w is not None:
                 _check_tensor(w, f"{name} of layer {k // D}", ("input", input))
+        _check_peephole(w_peep, v, H, input, f" of layer {k // D}")
     if input.dim() not in (2, 3):
         _fail(f"input must be 2-D (seq_len, input_size) unbatched or 3-D "
               f"({'batch, seq_len' if batch_first else 'seq_len, batch'}, input_size), got {input.dim()}-D "
@@ -248,10 +287,12 @@ def lstm(
         if not batched:
             h0, c0 = h0.unsqueeze(1), c0.unsqueeze(1)
     if onnx_export.exporting():
+        _onnx_standard_only(v, groups[0][5])
         # ONNX's LSTM takes the lengths in any order; their values are the graph's input
         if lengths is not None:
             lengths = _check_lengths(lengths, B, batched)
-        output, hn, cn = onnx_export.lstm_layers(x, groups, h0, c0, lengths, num_layers, D, dropout, training)
+        output, hn, cn = onnx_export.lstm_layers(x, [g[:5] for g in groups], h0, c0, lengths, num_layers, D,
+                                                 dropout, training)
         return _batch_layout(output, hn, cn, batched, batch_first)
     order = None
     if lengths is not None:
@@ -274,12 +315,12 @@ def lstm(
         outs = []
         for d in range(D):
             k = layer * D + d
-            w_ih, w_hh, b_ih, b_hh, w_hr = groups[k]
+            w_ih, w_hh, b_ih, b_hh, w_hr, w_peep = groups[k]
             out, h, c, gates, cells = layer_op(
-                layer_input, h0[k], c0[k], w_ih, w_hh, b_ih, b_hh, w_hr, lengths, d == 1, need
+                layer_input, h0[k], c0[k], w_ih, w_hh, b_ih, b_hh, w_hr, lengths, d == 1, need, v.code, w_peep
             )
             if _record is not None:
-                _record(layer, d, *_caller_order(gates, cells, valid, order))
+                _record(layer, d, *_caller_order(gates, cells, valid, order, v))
             outs.append(out)
             h_n.append(h)
             c_n.append(c)
@@ -304,12 +345,12 @@ def _valid_steps(T, B, lengths, order, device):
     return valid.to(device)
 
 
-def _caller_order(gates, cells, valid, order):
-    """The kernels' gates (T, B, 4H) and cells (T, B, H), in the sorted batch
-    order of packed input, as (T, B, 4, H) and (T, B, H) in the caller's
-    order with zeros at the steps a sequence did not run."""
+def _caller_order(gates, cells, valid, order, v=variants.STANDARD):
+    """The kernels' gates (T, B, KH) and cells (T, B, H), in the sorted batch
+    order of packed input, as (T, B, 4, H) (four_gates) and (T, B, H) in the
+    caller's order with zeros at the steps a sequence did not run."""
     T, B, H = cells.shape
-    gates = gates.view(T, B, 4, H)
+    gates = four_gates(gates.view(T, B, v.num_gates, H), v)
     if order is not None:
         inverse = torch.argsort(order).to(gates.device)
         gates, cells = gates.index_select(1, inverse), cells.index_select(1, inverse)
@@ -328,7 +369,12 @@ def _batch_layout(output, hn, cn, batched, batch_first):
     return output, (hn, cn)
 
 
-def _reference_layer(input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths, reverse, need_grad):
+_BY_CODE = {v.code: v for v in variants.VARIANTS.values()}
+
+
+def _reference_layer(input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths, reverse, need_grad, variant=0,
+                     peephole=None):
     """lstm_layer's signature and outputs (no gates or cells) in plain torch ops."""
-    out, h, c = _reference.layer(input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths, reverse)
+    out, h, c = _reference.layer(input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths, reverse,
+                                 variant=_BY_CODE[variant], w_peep=peephole)
     return out, h, c, None, None
