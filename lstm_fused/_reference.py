@@ -70,3 +70,23 @@ def layer(input, h0, c0, w_ih, w_hh, b_ih=None, b_hh=None, w_hr=None, lengths=No
     if return_gates:
         return output, h, c, torch.stack(gates), torch.stack(cells)
     return output, h, c
+
+
+def stack(input, groups, h0, c0, bidirectional=False, lengths=None, variant="standard"):
+    """A stack of layers as functional.lstm runs it (time-major, no dropout):
+    groups per layer and direction (w_ih, w_hh, b_ih, b_hh, w_hr, w_peep),
+    absent ones None; h0 (L·D, B, P), c0 (L·D, B, H). -> (output, h_n, c_n)."""
+    D = 2 if bidirectional else 1
+    h_n, c_n, x = [], [], input
+    for level in range(len(groups) // D):
+        outs = []
+        for d in range(D):
+            k = level * D + d
+            w_ih, w_hh, b_ih, b_hh, w_hr, w_peep = groups[k]
+            out, h, c = layer(x, h0[k], c0[k], w_ih, w_hh, b_ih, b_hh, w_hr, lengths, d == 1,
+                              variant=variant, w_peep=w_peep)
+            outs.append(out)
+            h_n.append(h)
+            c_n.append(c)
+        x = torch.cat(outs, dim=2) if D == 2 else outs[0]
+    return x, torch.stack(h_n), torch.stack(c_n)

@@ -87,6 +87,11 @@ def _refuse_computed_weights(module, names, path):
 
 
 def _replacement(old, cls, path):
+    variant, peephole = getattr(old, "variant", "standard"), getattr(old, "peephole", False)
+    if variant != "standard" or peephole:
+        raise LSTMArgumentError(
+            f"lstm_fused.convert: {path} is a variant={variant!r}{' peephole' if peephole else ''} cell, which "
+            f"{type(old).__name__}'s counterpart does not have")
     names = _weight_names(old)
     _refuse_computed_weights(old, names, path)
     dtype = old.weight_ih_l0.dtype if isinstance(old, nn.RNNBase) else old.weight_ih.dtype
