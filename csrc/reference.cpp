@@ -5,26 +5,30 @@
 namespace lstm_fused {
 namespace {
 
-// gates (B, KH) pre-activations -> {h, c}; the equations of cell_variants.h
+// cell_variants.h's equations on tensors.
+struct TensorMath {
+  static at::Tensor sigmoid(const at::Tensor& x) { return at::sigmoid(x); }
+  static at::Tensor tanh(const at::Tensor& x) { return at::tanh(x); }
+  static at::Tensor one_minus(const at::Tensor& x) { return 1 - x; }
+  static at::Tensor ones(const at::Tensor& x) { return at::ones_like(x); }
+};
+
+// gates (B, KH) pre-activations -> {h, c}
 std::vector<at::Tensor> cell_update(const at::Tensor& gates, const at::Tensor& c_prev,
                                     CellKind kind, const at::Tensor& peephole) {
-  const int64_t K = kind.gates();
-  const auto g = gates.chunk(K, 1);
-  const auto p = kind.peephole ? peephole.unbind(0) : std::vector<at::Tensor>{};
-  auto pf = g[K - 3];
-  if (kind.peephole) pf = pf + p[p.size() - 2] * c_prev;
-  const auto f = at::sigmoid(pf), gg = at::tanh(g[K - 2]);
-  at::Tensor c;
-  switch (kind.variant) {
-    case GateVariant::Standard:
-      c = f * c_prev + at::sigmoid(kind.peephole ? g[0] + p[0] * c_prev : g[0]) * gg;
-      break;
-    case GateVariant::Cifg: c = f * c_prev + (1 - f) * gg; break;
-    default: c = f * c_prev + gg; break;
-  }
-  auto po = g[K - 1];
-  if (kind.peephole) po = po + p.back() * c;
-  return {at::sigmoid(po) * at::tanh(c), c};
+  return with_cell(kind, [&](auto cell) {
+    using Cell = decltype(cell);
+    at::Tensor pre[Cell::kGates], p[3];
+    const auto blocks = gates.chunk(Cell::kGates, 1);
+    for (int k = 0; k < Cell::kGates; ++k) pre[k] = blocks[k];
+    if constexpr (Cell::kPeephole) {
+      if constexpr (Cell::kInputGate) p[0] = peephole[0];
+      p[1] = peephole[Cell::kPeepF];
+      p[2] = peephole[Cell::kPeepO];
+    }
+    const auto s = cell_equations<Cell, TensorMath>(pre, c_prev, p);
+    return std::vector<at::Tensor>{s.h, s.c};
+  });
 }
 
 }  // namespace

@@ -69,7 +69,10 @@ class LSTM(nn.RNNBase):
         self.variant = v.name
         if not v.standard or self.peephole:
             self._variant_parameters(v)
-        self.reset_parameters()
+            self.reset_parameters()
+        elif self.forget_bias:  # the standard cell keeps nn.LSTM's initial values under one seed
+            _add_forget_bias(self, [n for n in self._flat_weights_names if n.startswith("bias_ih")], v,
+                             self.hidden_size)
 
     def _variant_parameters(self, v):
         """KH-row weights and biases, and the peephole weights, in place of
@@ -159,7 +162,9 @@ class LSTMCell(nn.RNNCellBase):
         if peephole:
             self.weight_peephole = nn.Parameter(torch.empty((len(v.peephole_rows), hidden_size),
                                                             device=device, dtype=dtype))
-        self.reset_parameters()
+            self.reset_parameters()
+        elif forget_bias:  # otherwise nn.LSTMCell's initial values under one seed
+            _add_forget_bias(self, ["bias_ih"], v, hidden_size)
 
     def reset_parameters(self):
         super().reset_parameters()

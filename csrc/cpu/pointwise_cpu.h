@@ -146,6 +146,29 @@ struct CpuPointwise {
     }
   }
 
+  // cell_variants.h's equations on vectors.
+  struct Math {
+    template <typename V>
+    static V sigmoid(const V& x) { return vsigmoid(x); }
+    template <typename V>
+    static V tanh(const V& x) { return vtanh(x); }
+    template <typename V>
+    static V one_minus(const V& x) { return V(1) - x; }
+    template <typename V>
+    static V ones(const V&) { return V(1); }
+  };
+
+  // The unit's peephole weights (i, f, o) as cell_equations takes them.
+  template <class Cell, typename scalar_t>
+  static void load_peephole(MathVec<scalar_t> (&p)[3], int64_t H, const scalar_t* peep,
+                            int64_t count) {
+    if constexpr (Cell::kPeephole) {
+      if constexpr (Cell::kInputGate) p[0] = vload(peep, count);
+      p[1] = vload(peep + Cell::kPeepF * H, count);
+      p[2] = vload(peep + Cell::kPeepO * H, count);
+    }
+  }
+
   // The cell update of `count` units (a vector or less) from their
   // pre-activations (Cell::kGates blocks, cell_variants.h): the activated
   // gates to g (block q at g + q·H; none when g is null), c_t and h_t to
@@ -158,34 +181,19 @@ struct CpuPointwise {
                           scalar_t* h_copy, scalar_t* c_copy, const scalar_t* peep,
                           int64_t count = MathVec<scalar_t>::size()) {
     using V = MathVec<scalar_t>;
-    const V cp = vload(c_prev, count);
-    V pf = pre[Cell::kF], po = pre[Cell::kO];
-    if constexpr (Cell::kPeephole) pf = pf + vload(peep + Cell::kPeepF * H, count) * cp;
-    const V f = vsigmoid(pf), gg = vtanh(pre[Cell::kG]);
-    V i, cn;
-    if constexpr (Cell::kVariant == GateVariant::Standard) {
-      V pi = pre[0];
-      if constexpr (Cell::kPeephole) pi = pi + vload(peep, count) * cp;
-      i = vsigmoid(pi);
-      cn = f * cp + i * gg;
-    } else if constexpr (Cell::kVariant == GateVariant::Cifg) {
-      cn = f * cp + (V(1) - f) * gg;
-    } else {
-      cn = f * cp + gg;
-    }
-    if constexpr (Cell::kPeephole) po = po + vload(peep + Cell::kPeepO * H, count) * cn;
-    const V o = vsigmoid(po);
-    const V hn = o * vtanh(cn);
+    V p[3];
+    load_peephole<Cell>(p, H, peep, count);
+    const auto s = cell_equations<Cell, Math>(pre, vload(c_prev, count), p);
     if (g) {
-      if constexpr (Cell::kInputGate) vstore(i, g, count);
-      vstore(f, g + Cell::kF * H, count);
-      vstore(gg, g + Cell::kG * H, count);
-      vstore(o, g + Cell::kO * H, count);
+      if constexpr (Cell::kInputGate) vstore(s.i, g, count);
+      vstore(s.f, g + Cell::kF * H, count);
+      vstore(s.g, g + Cell::kG * H, count);
+      vstore(s.o, g + Cell::kO * H, count);
     }
-    vstore(cn, c_out, count);
-    vstore(hn, h_out, count);
-    if (h_copy) vstore(hn, h_copy, count);
-    if (c_copy) vstore(cn, c_copy, count);
+    vstore(s.c, c_out, count);
+    vstore(s.h, h_out, count);
+    if (h_copy) vstore(s.h, h_copy, count);
+    if (c_copy) vstore(s.c, c_copy, count);
   }
 
   // Its backward for `count` units: dL/d(pre-activations) to dg (block q at
@@ -198,35 +206,16 @@ struct CpuPointwise {
                             scalar_t* dc, scalar_t* dg, const scalar_t* peep,
                             int64_t count = MathVec<scalar_t>::size()) {
     using V = MathVec<scalar_t>;
-    const V one(1);
-    const V f = vload(g + Cell::kF * H, count), gg = vload(g + Cell::kG * H, count),
-            o = vload(g + Cell::kO * H, count);
+    constexpr int K = Cell::kGates;
+    V gate[K], p[3];
+    for (int k = 0; k < K; ++k) gate[k] = vload(g + k * H, count);
+    load_peephole<Cell>(p, H, peep, count);
     V dh = vload(dh_a, count);
     if (dh_b) dh = dh + vload(dh_b, count);
-    const V tc = vtanh(vload(c, count));
-    const V d_o = dh * tc * o * (one - o);
-    V dct = vload(dc, count) + dh * o * (one - tc * tc);
-    if constexpr (Cell::kPeephole) dct = dct + d_o * vload(peep + Cell::kPeepO * H, count);
-    const V cp = vload(c_prev, count);
-    V dcp = dct * f;
-    if constexpr (Cell::kVariant == GateVariant::Standard) {
-      const V i = vload(g, count);
-      const V d_i = dct * gg * i * (one - i);
-      vstore(d_i, dg, count);
-      vstore(V(dct * i * (one - gg * gg)), dg + Cell::kG * H, count);
-      if constexpr (Cell::kPeephole) dcp = dcp + d_i * vload(peep, count);
-    } else if constexpr (Cell::kVariant == GateVariant::Cifg) {
-      vstore(V(dct * (one - f) * (one - gg * gg)), dg + Cell::kG * H, count);
-    } else {
-      vstore(V(dct * (one - gg * gg)), dg + Cell::kG * H, count);
-    }
-    // cifg: i = 1 − f, so f also reaches c_t through i·g
-    const V df = Cell::kVariant == GateVariant::Cifg ? V(cp - gg) : cp;
-    const V d_f = dct * df * f * (one - f);
-    vstore(d_f, dg + Cell::kF * H, count);
-    vstore(d_o, dg + Cell::kO * H, count);
-    if constexpr (Cell::kPeephole) dcp = dcp + d_f * vload(peep + Cell::kPeepF * H, count);
-    vstore(dcp, dc, count);
+    const auto r = cell_gradients<Cell, Math>(gate, vload(c, count), vload(c_prev, count), dh,
+                                              vload(dc, count), p);
+    for (int k = 0; k < K; ++k) vstore(r.d[k], dg + k * H, count);
+    vstore(r.dc_prev, dc, count);
   }
 
  private:

@@ -79,77 +79,37 @@ __device__ __forceinline__ double sigmoid_acc(double x) { return 1.0 / (1.0 + ex
 __device__ __forceinline__ float tanh_acc(float x) { return tanhf(x); }
 __device__ __forceinline__ double tanh_acc(double x) { return tanh(x); }
 
-// The LSTM cell, once for every kernel (pointwise, fused cell, persistent),
-// for each cell variant (../cell_variants.h): from the pre-activations
-// (Cell::kGates of them) and c_{t-1}, the activated gates, c_t and h_t. The
-// peephole weights p_i, p_f, p_o of the unit count only when Cell has them
-// (p_i only with an input gate). i is the input gate the cell used (1 − f
-// for cifg, 1 without an input gate).
-template <typename A>
-struct CellState {
-  A i, f, g, o, c, h;
+// The cell's equations (../cell_variants.h) on device scalars, for every
+// kernel (pointwise, fused cell, persistent). p_i, p_f, p_o: the unit's
+// peephole weights, read only when Cell has them.
+struct DeviceMath {
+  template <typename A>
+  __device__ __forceinline__ static A sigmoid(A x) { return sigmoid_acc(x); }
+  template <typename A>
+  __device__ __forceinline__ static A tanh(A x) { return tanh_acc(x); }
+  template <typename A>
+  __device__ __forceinline__ static A one_minus(A x) { return A(1) - x; }
+  template <typename A>
+  __device__ __forceinline__ static A ones(A) { return A(1); }
 };
+
 template <class Cell = StandardCell, typename A>
-__device__ __forceinline__ CellState<A> cell_forward(const A (&pre)[Cell::kGates], A c_prev,
-                                                     A p_i = A(0), A p_f = A(0), A p_o = A(0)) {
-  CellState<A> s;
-  s.f = sigmoid_acc(Cell::kPeephole ? pre[Cell::kF] + p_f * c_prev : pre[Cell::kF]);
-  s.g = tanh_acc(pre[Cell::kG]);
-  if constexpr (Cell::kVariant == GateVariant::Standard) {
-    s.i = sigmoid_acc(Cell::kPeephole ? pre[0] + p_i * c_prev : pre[0]);
-    s.c = s.f * c_prev + s.i * s.g;
-  } else if constexpr (Cell::kVariant == GateVariant::Cifg) {
-    s.i = A(1) - s.f;
-    s.c = s.f * c_prev + s.i * s.g;
-  } else {
-    s.i = A(1);
-    s.c = s.f * c_prev + s.g;
-  }
-  s.o = sigmoid_acc(Cell::kPeephole ? pre[Cell::kO] + p_o * s.c : pre[Cell::kO]);
-  s.h = s.o * tanh_acc(s.c);
-  return s;
+__device__ __forceinline__ CellValues<A> cell_forward(const A (&pre)[Cell::kGates], A c_prev,
+                                                      A p_i = A(0), A p_f = A(0), A p_o = A(0)) {
+  const A p[3] = {p_i, p_f, p_o};
+  return cell_equations<Cell, DeviceMath>(pre, c_prev, p);
 }
 
-// Its backward: from the activated gates (Cell::kGates of them, as stored),
-// c_t, c_{t-1}, dL/dh_t and dL/dc_t, dL/d(pre-activations) in d[] and
-// dL/dc_{t-1} in dc_prev.
-template <typename A, int K = 4>
-struct CellGrad {
-  A d[K];
-  A dc_prev;
-};
 template <class Cell = StandardCell, typename A>
-__device__ __forceinline__ CellGrad<A, Cell::kGates> cell_backward(
+__device__ __forceinline__ CellGradients<A, Cell::kGates> cell_backward(
     const A (&gate)[Cell::kGates], A c, A c_prev, A dh, A dc, A p_i = A(0), A p_f = A(0),
     A p_o = A(0)) {
-  const A one = A(1);
-  const A f = gate[Cell::kF], g = gate[Cell::kG], o = gate[Cell::kO];
-  const A tc = tanh_acc(c);
-  const A d_o = dh * tc * o * (one - o);
-  A dct = dc + dh * o * (one - tc * tc);
-  if constexpr (Cell::kPeephole) dct += d_o * p_o;
-  CellGrad<A, Cell::kGates> r;
-  A df = c_prev;
-  r.dc_prev = dct * f;
-  if constexpr (Cell::kVariant == GateVariant::Standard) {
-    const A i = gate[0];
-    r.d[0] = dct * g * i * (one - i);
-    r.d[Cell::kG] = dct * i * (one - g * g);
-    if constexpr (Cell::kPeephole) r.dc_prev += r.d[0] * p_i;
-  } else if constexpr (Cell::kVariant == GateVariant::Cifg) {
-    r.d[Cell::kG] = dct * (one - f) * (one - g * g);
-    df = c_prev - g;  // i = 1 − f: f also reaches c_t through i·g
-  } else {
-    r.d[Cell::kG] = dct * (one - g * g);
-  }
-  r.d[Cell::kF] = dct * df * f * (one - f);
-  r.d[Cell::kO] = d_o;
-  if constexpr (Cell::kPeephole) r.dc_prev += r.d[Cell::kF] * p_f;
-  return r;
+  const A p[3] = {p_i, p_f, p_o};
+  return cell_gradients<Cell, DeviceMath>(gate, c, c_prev, dh, dc, p);
 }
 template <typename A>
-__device__ __forceinline__ CellGrad<A> cell_backward(A i, A f, A g, A o, A c, A c_prev, A dh,
-                                                     A dc) {
+__device__ __forceinline__ CellGradients<A, 4> cell_backward(A i, A f, A g, A o, A c, A c_prev,
+                                                             A dh, A dc) {
   const A gate[4] = {i, f, g, o};
   return cell_backward<StandardCell>(gate, c, c_prev, dh, dc);
 }

@@ -12,6 +12,8 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "../cell_variants.h"
+
 namespace lstm_fused {
 namespace cuda {
 

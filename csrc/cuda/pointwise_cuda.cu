@@ -49,19 +49,11 @@ cudaError_t pointwise_backward(cudaStream_t stream, int64_t n, int64_t H, const 
   template cudaError_t pointwise_backward<C, T>(cudaStream_t, int64_t, int64_t, const T*,        \
                                                 const T*, const T*, const T*, const T*, T*, T*,  \
                                                 const T*);
-#define LSTM_FUSED_INSTANTIATE_PW(T)                                                      \
-  LSTM_FUSED_INSTANTIATE_PW_CELL(LSTM_FUSED_CELL(Standard, false), T)                     \
-  LSTM_FUSED_INSTANTIATE_PW_CELL(LSTM_FUSED_CELL(Standard, true), T)                      \
-  LSTM_FUSED_INSTANTIATE_PW_CELL(LSTM_FUSED_CELL(Cifg, false), T)                         \
-  LSTM_FUSED_INSTANTIATE_PW_CELL(LSTM_FUSED_CELL(Cifg, true), T)                          \
-  LSTM_FUSED_INSTANTIATE_PW_CELL(LSTM_FUSED_CELL(NoInputGate, false), T)                  \
-  LSTM_FUSED_INSTANTIATE_PW_CELL(LSTM_FUSED_CELL(NoInputGate, true), T)
-#define LSTM_FUSED_CELL(V, P) CellSpec<GateVariant::V, P>
+#define LSTM_FUSED_INSTANTIATE_PW(T) LSTM_FUSED_FOR_EACH_CELL(LSTM_FUSED_INSTANTIATE_PW_CELL, T)
 LSTM_FUSED_INSTANTIATE_PW(float)
 LSTM_FUSED_INSTANTIATE_PW(double)
 LSTM_FUSED_INSTANTIATE_PW(__half)
 LSTM_FUSED_INSTANTIATE_PW(__nv_bfloat16)
-#undef LSTM_FUSED_CELL
 #undef LSTM_FUSED_INSTANTIATE_PW
 #undef LSTM_FUSED_INSTANTIATE_PW_CELL
 

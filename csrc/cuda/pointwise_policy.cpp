@@ -40,19 +40,11 @@ void CudaPointwise::backward(int64_t n, int64_t H, const scalar_t* gates, const 
                                              S*, S*, S*, S*, const S*);                          \
   template void CudaPointwise::backward<C, S>(int64_t, int64_t, const S*, const S*, const S*,    \
                                               const S*, const S*, S*, S*, const S*);
-#define LSTM_FUSED_INSTANTIATE_POLICY(S)                                                  \
-  LSTM_FUSED_INSTANTIATE_POLICY_CELL(LSTM_FUSED_CELL(Standard, false), S)                 \
-  LSTM_FUSED_INSTANTIATE_POLICY_CELL(LSTM_FUSED_CELL(Standard, true), S)                  \
-  LSTM_FUSED_INSTANTIATE_POLICY_CELL(LSTM_FUSED_CELL(Cifg, false), S)                     \
-  LSTM_FUSED_INSTANTIATE_POLICY_CELL(LSTM_FUSED_CELL(Cifg, true), S)                      \
-  LSTM_FUSED_INSTANTIATE_POLICY_CELL(LSTM_FUSED_CELL(NoInputGate, false), S)              \
-  LSTM_FUSED_INSTANTIATE_POLICY_CELL(LSTM_FUSED_CELL(NoInputGate, true), S)
-#define LSTM_FUSED_CELL(V, P) CellSpec<GateVariant::V, P>
+#define LSTM_FUSED_INSTANTIATE_POLICY(S) LSTM_FUSED_FOR_EACH_CELL(LSTM_FUSED_INSTANTIATE_POLICY_CELL, S)
 LSTM_FUSED_INSTANTIATE_POLICY(float)
 LSTM_FUSED_INSTANTIATE_POLICY(double)
 LSTM_FUSED_INSTANTIATE_POLICY(c10::Half)
 LSTM_FUSED_INSTANTIATE_POLICY(c10::BFloat16)
-#undef LSTM_FUSED_CELL
 #undef LSTM_FUSED_INSTANTIATE_POLICY
 #undef LSTM_FUSED_INSTANTIATE_POLICY_CELL
 

@@ -27,6 +27,7 @@
 #include <string>
 
 using namespace lstm_fused::cuda;
+using namespace lstm_fused;
 namespace P = lstm_fused::cuda::persistent;
 
 // ------------------------------------------------------ a stub CUDA runtime
@@ -214,9 +215,9 @@ void test_pointwise(int n, int H, bool bias, bool second_dh) {
     }
   S* gp = gates.data();
   lstm_fused_sim::launch(3, 64, 0, false, [&] {
-    kernels::pointwise_forward_kernel<S>(n, H, gp, bias ? bi.data() : nullptr,
-                                         bias ? bh.data() : nullptr, c_out.data(), c_out.data(),
-                                         h_out.data(), h_copy.data(), c_copy.data());
+    kernels::pointwise_forward_kernel<StandardCell, S>(
+        n, H, gp, bias ? bi.data() : nullptr, bias ? bh.data() : nullptr, c_out.data(),
+        c_out.data(), h_out.data(), h_copy.data(), c_copy.data(), nullptr);
   });
   const double tol = sizeof(S) == 2 ? 1e-2 : 1e-5;
   const std::string tag = "pointwise_fwd<" + std::to_string(sizeof(S)) + "> n=" +
@@ -250,12 +251,114 @@ void test_pointwise(int n, int H, bool bias, bool second_dh) {
       rdc[e] = dct * f;
     }
   lstm_fused_sim::launch(2, 96, 0, false, [&] {
-    kernels::pointwise_backward_kernel<S>(n, H, ga.data(), c.data(), cp.data(), dha.data(),
-                                          second_dh ? dhb.data() : nullptr, dc.data(), dg.data());
+    kernels::pointwise_backward_kernel<StandardCell, S>(
+        n, H, ga.data(), c.data(), cp.data(), dha.data(), second_dh ? dhb.data() : nullptr,
+        dc.data(), dg.data(), nullptr);
   });
   compare("pointwise_bwd dgates n=" + std::to_string(n) + " H=" + std::to_string(H), dg, rdg, tol);
   compare("pointwise_bwd dc n=" + std::to_string(n) + " H=" + std::to_string(H), dc, rdc, tol);
 }
+
+// The cell variants' equations (../../cell_variants.h) in float64.
+struct HostMath {
+  static double sigmoid(double x) { return sigm(x); }
+  static double tanh(double x) { return std::tanh(x); }
+  static double one_minus(double x) { return 1 - x; }
+  static double ones(double) { return 1; }
+};
+template <class Cell>
+CellValues<double> variant_ref(const double* pre, double cp, const double* p /* i, f, o */) {
+  double q[Cell::kGates];
+  std::copy(pre, pre + Cell::kGates, q);
+  return cell_equations<Cell, HostMath>(q, cp, p);
+}
+
+// The pointwise kernels of a cell variant: the forward against the
+// equations in float64 (the layout: gate blocks, peephole rows), the
+// backward against central differences of them (d(dh·h + dc·c)/d(pre),
+// d/dc_{t-1}): the backward equations checked against the forward's. The
+// forward equations themselves are checked by the tests against the
+// reference in lstm_fused/_reference.py.
+template <class Cell, typename S>
+void test_pointwise_variant(int n, int H) {
+  constexpr int K = Cell::kGates;
+  const size_t G = K * static_cast<size_t>(H), NH = static_cast<size_t>(n) * H;
+  auto pre_s = rand_vec<S>(n * G, -3, 3);
+  auto peep = rand_vec<S>(Cell::kPeepRows * static_cast<size_t>(H), -1, 1);
+  auto c_prev = rand_vec<S>(NH, -2, 2);
+  auto dh = rand_vec<S>(NH, -1, 1), dc_in = rand_vec<S>(NH, -1, 1);
+  auto pvals = [&](int u, double* p) {
+    p[0] = Cell::kInputGate && Cell::kPeephole ? of_s(peep[u]) : 0;
+    p[1] = Cell::kPeephole ? of_s(peep[Cell::kPeepF * H + u]) : 0;
+    p[2] = Cell::kPeephole ? of_s(peep[Cell::kPeepO * H + u]) : 0;
+  };
+  std::vector<double> rg(n * G), rc(NH), rh(NH), rdg(n * G), rdc(NH);
+  std::vector<S> act(n * G), c_t(NH);
+  for (int r = 0; r < n; ++r)
+    for (int u = 0; u < H; ++u) {
+      const size_t e = static_cast<size_t>(r) * H + u;
+      double pre[4] = {}, p[3];
+      for (int k = 0; k < K; ++k) pre[k] = of_s(pre_s[r * G + k * H + u]);
+      pvals(u, p);
+      const double cp = of_s(c_prev[e]);
+      const auto v = variant_ref<Cell>(pre, cp, p);
+      const double gates[4] = {v.i, v.f, v.g, v.o};
+      for (int k = 0; k < K; ++k) {
+        rg[r * G + k * H + u] = gates[4 - K + k];
+        act[r * G + k * H + u] = to_s<S>(gates[4 - K + k]);
+      }
+      rc[e] = v.c;
+      rh[e] = v.h;
+      c_t[e] = to_s<S>(v.c);
+      // the backward's reference, from the kernel's own (rounded) saved values
+      auto loss = [&](const double* q, double c0) {
+        const auto w = variant_ref<Cell>(q, c0, p);
+        return of_s(dh[e]) * w.h + of_s(dc_in[e]) * w.c;
+      };
+      const double eps = 1e-6;
+      for (int k = 0; k < K; ++k) {
+        double a[4], b[4];
+        std::copy(pre, pre + 4, a);
+        std::copy(pre, pre + 4, b);
+        a[k] += eps;
+        b[k] -= eps;
+        rdg[r * G + k * H + u] = (loss(a, cp) - loss(b, cp)) / (2 * eps);
+      }
+      rdc[e] = (loss(pre, cp + eps) - loss(pre, cp - eps)) / (2 * eps);
+    }
+  const double tol = sizeof(S) == 2 ? 2e-2 : 1e-5;
+  const std::string tag = std::string("pointwise<variant ") +
+                          std::to_string(static_cast<int>(Cell::kVariant)) +
+                          (Cell::kPeephole ? ", peephole" : "") + ", " +
+                          std::to_string(sizeof(S)) + "> n=" + std::to_string(n) +
+                          " H=" + std::to_string(H);
+  std::vector<S> gates(pre_s), c_out(c_prev), h_out(NH, nan_s<S>());
+  lstm_fused_sim::launch(3, 64, 0, false, [&] {
+    kernels::pointwise_forward_kernel<Cell, S>(n, H, gates.data(), nullptr, nullptr,
+                                               c_out.data(), c_out.data(), h_out.data(), nullptr,
+                                               nullptr, Cell::kPeephole ? peep.data() : nullptr);
+  });
+  compare(tag + " fwd gates", gates, rg, tol);
+  compare(tag + " fwd c", c_out, rc, tol);
+  compare(tag + " fwd h", h_out, rh, tol);
+  // 16-bit saved gates and cells are rounded: the differences are taken at
+  // the unrounded point, so the bound is that of the rounding
+  std::vector<S> dg(n * G, nan_s<S>()), dc(dc_in);
+  lstm_fused_sim::launch(2, 96, 0, false, [&] {
+    kernels::pointwise_backward_kernel<Cell, S>(n, H, act.data(), c_t.data(), c_prev.data(),
+                                                dh.data(), nullptr, dc.data(), dg.data(),
+                                                Cell::kPeephole ? peep.data() : nullptr);
+  });
+  compare(tag + " bwd dgates", dg, rdg, tol);
+  compare(tag + " bwd dc", dc, rdc, tol);
+}
+
+#define LSTM_FUSED_SIM_VARIANT(Cell, S) test_pointwise_variant<Cell, S>(n, H);
+template <typename S>
+void test_pointwise_variants(int n, int H) {
+  LSTM_FUSED_FOR_EACH_CELL(LSTM_FUSED_SIM_VARIANT, S)
+}
+#undef LSTM_FUSED_SIM_VARIANT
 
 // ----------------------------------------------------------------------- cell
 template <typename S>
@@ -642,6 +745,9 @@ int main(int argc, char** argv) {
   test_pointwise<double>(2, 7, false, false);
   test_pointwise<__half>(5, 20, true, false);
   test_pointwise<__nv_bfloat16>(4, 9, false, true);
+  test_pointwise_variants<float>(3, 21);
+  test_pointwise_variants<double>(2, 5);
+  test_pointwise_variants<__nv_bfloat16>(2, 17);
 
   test_cell<float>(1, 7, 33, true, true);
   test_cell<float>(3, 70, 9, false, false);
