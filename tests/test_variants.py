@@ -318,3 +318,11 @@ def test_conversions_refuse_variants():
     with pytest.raises(lstm_fused.LSTMArgumentError, match="cifg"):
         lstm_fused.convert(m, to="torch")
     lstm_fused.convert(lstm_fused.LSTM(4, 8, forget_bias=1.0), to="torch")  # a standard cell converts
+
+
+@pytest.mark.parametrize("dynamo", [False, True])
+def test_onnx_export_refuses_variants(tmp_path, dynamo):
+    pytest.importorskip("onnx")
+    m = lstm_fused.LSTM(4, 8, peephole=True)
+    with pytest.raises(Exception, match="standard cell without peepholes"):
+        torch.onnx.export(m, (torch.randn(3, 2, 4),), str(tmp_path / "m.onnx"), dynamo=dynamo)
