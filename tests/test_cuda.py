@@ -22,6 +22,7 @@ The unwritten-output check: conftest sets LSTM_FUSED_POISON=1, so every buffer a
 kernel must overwrite starts as NaN, and NaN never passes.
 """
 import contextlib
+import copy
 import functools
 import math
 import os
@@ -447,3 +448,47 @@ def test_cell_module_without_state_and_bias():
             with tf32(False):
                 a, b = ours(x), ref(x)
             torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("variant,peephole", [("cifg", False), ("no_input_gate", True), ("standard", True)])
+@pytest.mark.parametrize("prec", ["fp32", "bf16"])
+def test_variants_and_recording(variant, peephole, prec):
+    """The cell variants run the per-step path (the persistent and fused cell
+    kernels take the standard cell only), against a float64 CPU run; the
+    recorded gates too."""
+    dtype = PRECISIONS[prec][0]
+    torch.manual_seed(3)
+    cpu = lstm_fused.LSTM(24, 64, num_layers=2, bidirectional=True, variant=variant, peephole=peephole)
+    with torch.no_grad():
+        for p in cpu.parameters():
+            p.uniform_(-0.5, 0.5)
+    gpu = copy.deepcopy(cpu).cuda().to(dtype)
+    cpu = cpu.double()
+    x = torch.randn(20, 8, 24, dtype=torch.float64)
+
+    def run(m, x):
+        x = x.detach().requires_grad_()
+        with lstm_fused.record_gates(m) as rec:
+            out, (h, c) = m(x)
+        (out.double().sum() + c.double().sin().sum()).backward()
+        return [out, h, c, x.grad, *[p.grad for p in m.parameters()]], rec
+
+    before = counts()
+    with tf32(False):
+        got, rec = run(gpu, x.cuda().to(dtype))
+    torch.cuda.synchronize()
+    assert counts() == before, "a standard-only kernel ran a variant"
+    want, rec64 = run(cpu, x)
+    for k, (a, r) in enumerate(zip(got, want)):
+        assert rel_err(a.cpu(), r) <= BOUND[prec], f"tensor {k}: error {rel_err(a.cpu(), r):.3g}"
+    for key in ("l0", "l0_reverse", "l1", "l1_reverse"):
+        assert rel_err(rec[key].gates.cpu(), rec64[key].gates) <= BOUND[prec], key
+    cell64 = lstm_fused.LSTMCell(24, 64, variant=variant, peephole=peephole).double()
+    cell = copy.deepcopy(cell64).cuda().to(dtype)
+    xc = torch.randn(8, 24, dtype=torch.float64)
+    with tf32(False):
+        hy, cy = cell(xc.cuda().to(dtype))
+    torch.cuda.synchronize()
+    want_h, want_c = cell64(xc)
+    assert rel_err(hy.cpu(), want_h) <= BOUND[prec] and rel_err(cy.cpu(), want_c) <= BOUND[prec]
+    assert counts() == before, "the fused cell kernel ran a variant"
