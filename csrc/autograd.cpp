@@ -82,6 +82,9 @@ class LayerFunction : public torch::autograd::Function<LayerFunction> {
                                    const std::optional<Tensor>&, bool, bool, int64_t,
                                    const std::optional<Tensor>&)>();
     at::AutoDispatchBelowADInplaceOrView below_autograd;
+    // gates and cells never get a gradient: materialising zeros for them
+    // would fill (T, B, 5H) elements per backward
+    ctx->set_materialize_grads(false);
     auto [out, hn, cn, gates, cells] = op.call(input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr,
                                                lengths, reverse, need_grad, variant, peephole);
     ctx->save_for_backward({input, h0, c0, w_ih, w_hh, opt(b_ih), opt(b_hh), opt(w_hr), out,
@@ -167,6 +170,7 @@ class CellFunction : public torch::autograd::Function<CellFunction> {
                                    const std::optional<Tensor>&, bool, int64_t,
                                    const std::optional<Tensor>&)>();
     at::AutoDispatchBelowADInplaceOrView below_autograd;
+    ctx->set_materialize_grads(false);
     auto [hy, cy, gates] =
         op.call(input, hx, cx, w_ih, w_hh, b_ih, b_hh, need_gates, variant, peephole);
     ctx->save_for_backward(

@@ -5,6 +5,7 @@
 // never inside the time loop.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
 
 #include <cstdlib>
 #include <limits>
@@ -181,19 +182,20 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> cell_forward(
   return {hy, cy, kept_if(need_gates, gates, input.options())};
 }
 
-// The peephole weights' gradient (rows, H) from dL/d(pre-activations)
-// dgates (..., KH) and the cells each step read: c_{t-1} for i and f, c_t for
-// o, summed over every leading dimension. Device-generic.
-inline at::Tensor peephole_grad(CellKind kind, const at::Tensor& dgates, const at::Tensor& c_prev,
-                                const at::Tensor& c) {
-  const int64_t H = c.size(-1), K = kind.gates();
-  const auto dg = dgates.reshape({-1, K * H});
-  const auto cp = c_prev.reshape({-1, H}), cc = c.reshape({-1, H});
-  std::vector<at::Tensor> rows_;
-  if (K == 4) rows_.push_back((dg.narrow(1, 0, H) * cp).sum(0));
-  rows_.push_back((dg.narrow(1, (K - 3) * H, H) * cp).sum(0));
-  rows_.push_back((dg.narrow(1, (K - 1) * H, H) * cc).sum(0));
-  return at::stack(rows_);
+// The peephole weights' gradient is summed over steps and rows: each row
+// adds its steps' terms to its own (rows, H) accumulator in the math type
+// (in the pointwise backward, where no two threads share a row), summed over
+// rows after the loop. Undefined when not wanted.
+inline at::Tensor peephole_accumulators(CellKind kind, bool wanted, int64_t B, int64_t H,
+                                        const at::TensorOptions& opts) {
+  if (!kind.peephole || !wanted) return at::Tensor();
+  return at::zeros({B, kind.peephole_rows(), H},
+                   opts.dtype(at::toOpMathType(opts.dtype().toScalarType())));
+}
+
+inline at::Tensor peephole_grad(const at::Tensor& acc, at::ScalarType dtype,
+                                const at::TensorOptions& opts) {
+  return acc.defined() ? acc.sum(0).to(dtype) : at::empty({0}, opts);
 }
 
 template <class PW>
@@ -214,12 +216,14 @@ cell_backward(const at::Tensor& grad_hy, const at::Tensor& grad_cy, const at::Te
   const auto cyc = cy.contiguous();
   const auto g = gates.contiguous();
   const auto pp = peephole.has_value() ? peephole->contiguous() : at::Tensor();
+  const auto dpeep = peephole_accumulators(kind, true, d.B, d.H, input.options());
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, input.scalar_type(), "lstm_cell_backward", [&] {
     with_cell(kind, [&](auto cell) {
       PW::template backward<decltype(cell), scalar_t>(
           d.B, d.H, g.data_ptr<scalar_t>(), cyc.data_ptr<scalar_t>(), cxc.data_ptr<scalar_t>(),
           ghy.data_ptr<scalar_t>(), nullptr, dc.data_ptr<scalar_t>(),
-          dgates.data_ptr<scalar_t>(), ptr_or_null<scalar_t>(pp));
+          dgates.data_ptr<scalar_t>(), ptr_or_null<scalar_t>(pp),
+          ptr_or_null<at::opmath_type<scalar_t>>(dpeep));
     });
   });
   return {at::mm(dgates, w_ih),
@@ -228,7 +232,7 @@ cell_backward(const at::Tensor& grad_hy, const at::Tensor& grad_cy, const at::Te
           at::mm(dgates.t(), input),
           at::mm(dgates.t(), hx),
           has_bias ? dgates.sum(0) : at::empty({0}, input.options()),
-          kind.peephole ? peephole_grad(kind, dgates, cxc, cyc) : at::empty({0}, input.options())};
+          peephole_grad(dpeep, input.scalar_type(), input.options())};
 }
 
 template <class PW>
@@ -405,6 +409,7 @@ layer_backward(const at::Tensor& grad_output, const at::Tensor& grad_hn, const a
   at::Tensor dgates = packed ? zeros<PW>({d.T, d.B, d.G}, opts)
                              : buffer<PW>({d.T, d.B, d.G}, opts);
   const auto peep = peephole.has_value() ? peephole->contiguous() : at::Tensor();
+  const auto dpeep = peephole_accumulators(kind, need_weight_grad, d.B, d.H, opts);
   auto dh = grad_hn.contiguous().clone();
   auto dc = grad_cn.contiguous().clone();
   const auto go = grad_output.contiguous();
@@ -424,6 +429,9 @@ layer_backward(const at::Tensor& grad_output, const at::Tensor& grad_hn, const a
    with_cell(kind, [&](auto cell) {
     using Cell = decltype(cell);
     const scalar_t* pp = ptr_or_null<scalar_t>(peep);
+    using acc_t = at::opmath_type<scalar_t>;
+    acc_t* dpp = ptr_or_null<acc_t>(dpeep);
+    const int64_t PR = kind.peephole_rows() * d.H;
     for (int64_t s = d.T - 1; s >= 0; --s) {
       const int64_t t = reverse ? d.T - 1 - s : s;
       const int64_t n = n_active[t];
@@ -451,13 +459,13 @@ layer_backward(const at::Tensor& grad_output, const at::Tensor& grad_hn, const a
       // Rows [0, m) continue from the previous step; rows [m, n) start from c0.
       if (m > 0) {
         PW::template backward<Cell, scalar_t>(m, H, g_t, c_t, c_all[tp].data_ptr<scalar_t>(),
-                                              dh_a, dh_b, dcp, dg_t, pp);
+                                              dh_a, dh_b, dcp, dg_t, pp, dpp);
       }
       if (n > m) {
         PW::template backward<Cell, scalar_t>(n - m, H, g_t + m * G, c_t + m * H,
                                               c0c.data_ptr<scalar_t>() + m * H, dh_a + m * H,
                                               dh_b ? dh_b + m * d.P : nullptr, dcp + m * H,
-                                              dg_t + m * G, pp);
+                                              dg_t + m * G, pp, dpp ? dpp + m * PR : nullptr);
       }
       back_gemm->product(dh, dgates[t], n);
     }
@@ -472,11 +480,8 @@ layer_backward(const at::Tensor& grad_output, const at::Tensor& grad_hn, const a
     const auto hcell_all = g_all.narrow(2, (kind.gates() - 1) * d.H, d.H) * at::tanh(c_all);
     grad_w_hr = large_mm<PW>(dhp_all.view({d.T * d.B, d.P}).t(), hcell_all.view({d.T * d.B, d.H}));
   }
-  at::Tensor grad_peephole = at::empty({0}, opts);
-  if (kind.peephole && need_weight_grad) {
-    grad_peephole = peephole_grad(kind, dgates, previous_h<PW>(c_all, c0c, n_active, reverse), c_all);
-  }
-  return {grad_input, dh, dc, grad_w_ih, grad_w_hh, grad_bias, grad_w_hr, grad_peephole};
+  return {grad_input, dh, dc, grad_w_ih, grad_w_hh, grad_bias, grad_w_hr,
+          peephole_grad(dpeep, input.scalar_type(), opts)};
 }
 
 }  // namespace lstm_fused

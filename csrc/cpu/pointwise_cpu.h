@@ -95,14 +95,16 @@ struct CpuPointwise {
   template <class Cell, typename scalar_t>
   static void backward(int64_t n, int64_t H, const scalar_t* gates, const scalar_t* c,
                        const scalar_t* c_prev, const scalar_t* dh_a, const scalar_t* dh_b,
-                       scalar_t* dc, scalar_t* dgates, const scalar_t* peephole) {
+                       scalar_t* dc, scalar_t* dgates, const scalar_t* peephole,
+                       at::opmath_type<scalar_t>* dpeephole) {
     constexpr int K = Cell::kGates;
     const int64_t grain = std::max<int64_t>(1, kGrain / std::max<int64_t>(1, K * H));
+    const int64_t PR = Cell::kPeepRows * H;
     at::parallel_for(0, n, grain, [&](int64_t r0, int64_t r1) {
       for (int64_t r = r0; r < r1; ++r) {
         backward_row<Cell>(H, gates + r * K * H, c + r * H, c_prev + r * H, dh_a + r * H,
                            dh_b ? dh_b + r * H : nullptr, dc + r * H, dgates + r * K * H,
-                           peephole);
+                           peephole, dpeephole ? dpeephole + r * PR : nullptr);
       }
     });
   }
@@ -199,11 +201,14 @@ struct CpuPointwise {
   // Its backward for `count` units: dL/d(pre-activations) to dg (block q at
   // dg + q·H) and dL/dc_{t-1} to dc, from the activated gates g, c_t,
   // c_{t-1}, dL/dh_t (dh_a + dh_b; dh_b may be null), dL/dc_t (dc on entry)
-  // and the peephole weights (when Cell has them).
+  // and the peephole weights (when Cell has them); dL/d(peephole weights) of
+  // this step added to dpeep (Cell::kPeepRows rows of H, the math type; null:
+  // not wanted).
   template <class Cell, typename scalar_t>
   static void cell_backward(int64_t H, const scalar_t* g, const scalar_t* c,
                             const scalar_t* c_prev, const scalar_t* dh_a, const scalar_t* dh_b,
                             scalar_t* dc, scalar_t* dg, const scalar_t* peep,
+                            at::opmath_type<scalar_t>* dpeep,
                             int64_t count = MathVec<scalar_t>::size()) {
     using V = MathVec<scalar_t>;
     constexpr int K = Cell::kGates;
@@ -212,10 +217,21 @@ struct CpuPointwise {
     load_peephole<Cell>(p, H, peep, count);
     V dh = vload(dh_a, count);
     if (dh_b) dh = dh + vload(dh_b, count);
-    const auto r = cell_gradients<Cell, Math>(gate, vload(c, count), vload(c_prev, count), dh,
-                                              vload(dc, count), p);
+    const V cc = vload(c, count), cp = vload(c_prev, count);
+    const auto r = cell_gradients<Cell, Math>(gate, cc, cp, dh, vload(dc, count), p);
     for (int k = 0; k < K; ++k) vstore(r.d[k], dg + k * H, count);
     vstore(r.dc_prev, dc, count);
+    if constexpr (Cell::kPeephole) {
+      if (dpeep) {
+        auto add = [&](int row, const V& v) {
+          auto* a = dpeep + row * H;
+          vstore(V(vload(a, count) + v), a, count);
+        };
+        if constexpr (Cell::kInputGate) add(0, r.d[0] * cp);
+        add(Cell::kPeepF, r.d[Cell::kF] * cp);
+        add(Cell::kPeepO, r.d[Cell::kO] * cc);
+      }
+    }
   }
 
  private:
@@ -242,11 +258,12 @@ struct CpuPointwise {
   template <class Cell, typename scalar_t>
   static void backward_row(int64_t H, const scalar_t* g, const scalar_t* c,
                            const scalar_t* c_prev, const scalar_t* dh_a, const scalar_t* dh_b,
-                           scalar_t* dc, scalar_t* dg, const scalar_t* peep) {
+                           scalar_t* dc, scalar_t* dg, const scalar_t* peep,
+                           at::opmath_type<scalar_t>* dpeep) {
     using V = MathVec<scalar_t>;
     for (int64_t u = 0; u < H; u += V::size()) {
       cell_backward<Cell>(H, g + u, c + u, c_prev + u, dh_a + u, dh_b ? dh_b + u : nullptr,
-                          dc + u, dg + u, peep ? peep + u : nullptr,
+                          dc + u, dg + u, peep ? peep + u : nullptr, dpeep ? dpeep + u : nullptr,
                           std::min<int64_t>(V::size(), H - u));
     }
   }

@@ -11,11 +11,16 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <type_traits>
 
 #include "../cell_variants.h"
 
 namespace lstm_fused {
 namespace cuda {
+
+// The math type of T: float, or double for double.
+template <typename T>
+using MathOf = std::conditional_t<std::is_same_v<T, double>, double, float>;
 
 // ---------------------------------------------------------------- pointwise
 // One LSTM step's pointwise part (see ../pointwise.h), n rows of H units, for
@@ -42,10 +47,12 @@ cudaError_t pointwise_forward(cudaStream_t stream, int64_t n, int64_t H, T* gate
 //   dc      (n, H)   in: dL/dc_t from later steps; out: dL/dc_{t-1} (may alias nothing else)
 //   dgates  (n, KH)  out: dL/d(pre-activations)
 //   peep    (Cell::kPeepRows, H) peephole weights when Cell has them; else null
+//   dpeep   (n, Cell::kPeepRows, H) in the math type (float; double for
+//           double): this step's dL/d(peephole weights) added; may be null
 template <class Cell, typename T>
 cudaError_t pointwise_backward(cudaStream_t stream, int64_t n, int64_t H, const T* gates,
                                const T* c, const T* c_prev, const T* dh_a, const T* dh_b, T* dc,
-                               T* dgates, const T* peep);
+                               T* dgates, const T* peep, MathOf<T>* dpeep);
 
 // --------------------------------------------------------- fused cell step
 // T in {float, __half, __nv_bfloat16}. One launch: [x, h]·[W_ih; W_hh]ᵀ + b,

@@ -36,10 +36,10 @@ cudaError_t pointwise_forward(cudaStream_t stream, int64_t n, int64_t H, T* gate
 template <class Cell, typename T>
 cudaError_t pointwise_backward(cudaStream_t stream, int64_t n, int64_t H, const T* gates,
                                const T* c, const T* c_prev, const T* dh_a, const T* dh_b, T* dc,
-                               T* dgates, const T* peep) {
+                               T* dgates, const T* peep, MathOf<T>* dpeep) {
   if (n <= 0 || H <= 0) return cudaSuccess;
   kernels::pointwise_backward_kernel<Cell, T><<<pw_blocks(n * H), kPwThreads, 0, stream>>>(
-      n, H, gates, c, c_prev, dh_a, dh_b, dc, dgates, peep);
+      n, H, gates, c, c_prev, dh_a, dh_b, dc, dgates, peep, dpeep);
   return cudaGetLastError();
 }
 
@@ -48,7 +48,7 @@ cudaError_t pointwise_backward(cudaStream_t stream, int64_t n, int64_t H, const 
                                                const T*, const T*, T*, T*, T*, T*, const T*);    \
   template cudaError_t pointwise_backward<C, T>(cudaStream_t, int64_t, int64_t, const T*,        \
                                                 const T*, const T*, const T*, const T*, T*, T*,  \
-                                                const T*);
+                                                const T*, MathOf<T>*);
 #define LSTM_FUSED_INSTANTIATE_PW(T) LSTM_FUSED_FOR_EACH_CELL(LSTM_FUSED_INSTANTIATE_PW_CELL, T)
 LSTM_FUSED_INSTANTIATE_PW(float)
 LSTM_FUSED_INSTANTIATE_PW(double)

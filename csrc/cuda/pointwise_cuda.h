@@ -6,6 +6,7 @@
 // the tensors' device. Throws c10::Error when a launch fails. Instantiated
 // for every cell variant (../cell_variants.h).
 #include <cstdint>
+#include <type_traits>
 
 namespace lstm_fused {
 
@@ -16,10 +17,15 @@ struct CudaPointwise {
                       scalar_t* h_out, scalar_t* h_copy, scalar_t* c_copy,
                       const scalar_t* peephole);
 
+  // The math type of scalar_t: float, or double for double.
+  template <typename scalar_t>
+  using Math = std::conditional_t<std::is_same_v<scalar_t, double>, double, float>;
+
   template <class Cell, typename scalar_t>
   static void backward(int64_t n, int64_t H, const scalar_t* gates, const scalar_t* c,
                        const scalar_t* c_prev, const scalar_t* dh_a, const scalar_t* dh_b,
-                       scalar_t* dc, scalar_t* dgates, const scalar_t* peephole);
+                       scalar_t* dc, scalar_t* dgates, const scalar_t* peephole,
+                       Math<scalar_t>* dpeephole);
 };
 
 }  // namespace lstm_fused

@@ -62,7 +62,8 @@ __global__ void __launch_bounds__(kPwThreads)
     pointwise_backward_kernel(int64_t n, int64_t H, const T* __restrict__ gates,
                               const T* __restrict__ c, const T* __restrict__ c_prev,
                               const T* __restrict__ dh_a, const T* __restrict__ dh_b, T* dc,
-                              T* __restrict__ dgates, const T* __restrict__ peep) {
+                              T* __restrict__ dgates, const T* __restrict__ peep,
+                              acc_t<T>* __restrict__ dpeep) {
   using A = acc_t<T>;
   constexpr int K = Cell::kGates;
   const int64_t total = n * H;
@@ -84,11 +85,20 @@ __global__ void __launch_bounds__(kPwThreads)
       p[1] = to_acc(peep[Cell::kPeepF * H + u]);
       p[2] = to_acc(peep[Cell::kPeepO * H + u]);
     }
-    const auto grad = detail::cell_backward<Cell>(gate, to_acc(c[idx]), to_acc(c_prev[idx]), dh,
-                                                  to_acc(dc[idx]), p[0], p[1], p[2]);
+    const A cc = to_acc(c[idx]), cp = to_acc(c_prev[idx]);
+    const auto grad = detail::cell_backward<Cell>(gate, cc, cp, dh, to_acc(dc[idx]), p[0], p[1], p[2]);
 #pragma unroll
     for (int k = 0; k < K; ++k) dg[k * H + u] = from_acc<T>(grad.d[k]);
     dc[idx] = from_acc<T>(grad.dc_prev);
+    if constexpr (Cell::kPeephole) {
+      // this thread owns (r, u): its accumulators need no atomics
+      if (dpeep != nullptr) {
+        A* a = dpeep + r * Cell::kPeepRows * H + u;
+        if constexpr (Cell::kInputGate) a[0] += grad.d[0] * cp;
+        a[Cell::kPeepF * H] += grad.d[Cell::kF] * cp;
+        a[Cell::kPeepO * H] += grad.d[Cell::kO] * cc;
+      }
+    }
   }
 }
 

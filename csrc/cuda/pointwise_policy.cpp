@@ -26,11 +26,12 @@ void CudaPointwise::forward(int64_t n, int64_t H, scalar_t* gates, const scalar_
 template <class Cell, typename scalar_t>
 void CudaPointwise::backward(int64_t n, int64_t H, const scalar_t* gates, const scalar_t* c,
                              const scalar_t* c_prev, const scalar_t* dh_a, const scalar_t* dh_b,
-                             scalar_t* dc, scalar_t* dgates, const scalar_t* peephole) {
+                             scalar_t* dc, scalar_t* dgates, const scalar_t* peephole,
+                             Math<scalar_t>* dpeephole) {
   using cuda::dev;
   const cudaError_t err = cuda::pointwise_backward<Cell>(
       c10::cuda::getCurrentCUDAStream().stream(), n, H, dev(gates), dev(c), dev(c_prev),
-      dev(dh_a), dev(dh_b), dev(dc), dev(dgates), dev(peephole));
+      dev(dh_a), dev(dh_b), dev(dc), dev(dgates), dev(peephole), dpeephole);
   C10_CUDA_CHECK(err);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
@@ -39,7 +40,8 @@ void CudaPointwise::backward(int64_t n, int64_t H, const scalar_t* gates, const 
   template void CudaPointwise::forward<C, S>(int64_t, int64_t, S*, const S*, const S*, const S*, \
                                              S*, S*, S*, S*, const S*);                          \
   template void CudaPointwise::backward<C, S>(int64_t, int64_t, const S*, const S*, const S*,    \
-                                              const S*, const S*, S*, S*, const S*);
+                                              const S*, const S*, S*, S*, const S*,              \
+                                              CudaPointwise::Math<S>*);
 #define LSTM_FUSED_INSTANTIATE_POLICY(S) LSTM_FUSED_FOR_EACH_CELL(LSTM_FUSED_INSTANTIATE_POLICY_CELL, S)
 LSTM_FUSED_INSTANTIATE_POLICY(float)
 LSTM_FUSED_INSTANTIATE_POLICY(double)

@@ -253,7 +253,7 @@ void test_pointwise(int n, int H, bool bias, bool second_dh) {
   lstm_fused_sim::launch(2, 96, 0, false, [&] {
     kernels::pointwise_backward_kernel<StandardCell, S>(
         n, H, ga.data(), c.data(), cp.data(), dha.data(), second_dh ? dhb.data() : nullptr,
-        dc.data(), dg.data(), nullptr);
+        dc.data(), dg.data(), nullptr, nullptr);
   });
   compare("pointwise_bwd dgates n=" + std::to_string(n) + " H=" + std::to_string(H), dg, rdg, tol);
   compare("pointwise_bwd dc n=" + std::to_string(n) + " H=" + std::to_string(H), dc, rdc, tol);
@@ -344,13 +344,28 @@ void test_pointwise_variant(int n, int H) {
   // 16-bit saved gates and cells are rounded: the differences are taken at
   // the unrounded point, so the bound is that of the rounding
   std::vector<S> dg(n * G, nan_s<S>()), dc(dc_in);
+  // the peephole accumulators start at 1 (they add to what they hold)
+  using Acc = detail::acc_t<S>;
+  const size_t PR = Cell::kPeepRows * static_cast<size_t>(H);
+  std::vector<Acc> dpeep(n * PR, Acc(1));
+  std::vector<double> rdp(n * PR, 1.0);
+  for (int r = 0; r < n && Cell::kPeephole; ++r)
+    for (int u = 0; u < H; ++u) {
+      const size_t e = static_cast<size_t>(r) * H + u;
+      const double cp = of_s(c_prev[e]), cc = of_s(c_t[e]);
+      if (Cell::kInputGate) rdp[r * PR + u] += rdg[r * G + u] * cp;
+      rdp[r * PR + Cell::kPeepF * H + u] += rdg[r * G + Cell::kF * H + u] * cp;
+      rdp[r * PR + Cell::kPeepO * H + u] += rdg[r * G + Cell::kO * H + u] * cc;
+    }
   lstm_fused_sim::launch(2, 96, 0, false, [&] {
     kernels::pointwise_backward_kernel<Cell, S>(n, H, act.data(), c_t.data(), c_prev.data(),
                                                 dh.data(), nullptr, dc.data(), dg.data(),
-                                                Cell::kPeephole ? peep.data() : nullptr);
+                                                Cell::kPeephole ? peep.data() : nullptr,
+                                                Cell::kPeephole ? dpeep.data() : nullptr);
   });
   compare(tag + " bwd dgates", dg, rdg, tol);
   compare(tag + " bwd dc", dc, rdc, tol);
+  if (Cell::kPeephole) compare(tag + " bwd dpeep", dpeep, rdp, tol);
 }
 
 #define LSTM_FUSED_SIM_VARIANT(Cell, S) test_pointwise_variant<Cell, S>(n, H);
