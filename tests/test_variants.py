@@ -326,3 +326,20 @@ def test_onnx_export_refuses_variants(tmp_path, dynamo):
     m = lstm_fused.LSTM(4, 8, peephole=True)
     with pytest.raises(Exception, match="standard cell without peepholes"):
         torch.onnx.export(m, (torch.randn(3, 2, 4),), str(tmp_path / "m.onnx"), dynamo=dynamo)
+
+
+@pytest.mark.parametrize("variant,peephole", [("cifg", True), ("no_input_gate", False)])
+def test_recorded_gates_packed_projected(variant, peephole):
+    """Recording a packed batch (unsorted lengths) through a projected variant:
+    the caller's batch order, zeros at the steps a sequence does not run."""
+    m = randomize(lstm_fused.LSTM(6, 16, proj_size=8, variant=variant, peephole=peephole)).double()
+    x, hx = inputs(m, dtype=torch.float64)
+    lengths = torch.tensor([3, 7, 1, 5, 7])
+    with lstm_fused.record_gates(m) as rec:
+        m(pack_padded_sequence(x, lengths, enforce_sorted=False), hx)
+    w_ih, w_hh, b_ih, b_hh, w_hr, w_peep = groups_of(m)[0]
+    *_, gates, cells = _reference.layer(x, hx[0][0], hx[1][0], w_ih, w_hh, b_ih, b_hh, w_hr, lengths,
+                                        return_gates=True, variant=variant, w_peep=w_peep)
+    torch.testing.assert_close(rec["l0"].gates, gates.detach())
+    torch.testing.assert_close(rec["l0"].c, cells.detach())
+    assert torch.equal(rec["l0"].valid, torch.arange(7).unsqueeze(1) < lengths)
