@@ -103,8 +103,8 @@ def _cell(input, hx, w_ih, w_hh, b_ih, b_hh, v=variants.STANDARD, w_peep=None, r
     if _under_func_transform():
         hy, cy = _reference.cell(x, h, c, w_ih, w_hh, b_ih, b_hh, v, w_peep)
     elif onnx_export.exporting():
-        _onnx_standard_only(v, w_peep)
-        hy, cy = onnx_export.lstm_cell(x, h, c, w_ih, w_hh, b_ih, b_hh)
+        _onnx_standard_only(v)
+        hy, cy = onnx_export.lstm_cell(x, h, c, w_ih, w_hh, b_ih, b_hh, w_peep)
     elif record is None:
         need = _needs_grad(x, h, c, w_ih, w_hh, b_ih, b_hh, w_peep)
         hy, cy, _ = _cell_op(x, h, c, w_ih, w_hh, b_ih, b_hh, need, v.code, w_peep)
@@ -118,10 +118,10 @@ def _cell(input, hx, w_ih, w_hh, b_ih, b_hh, v=variants.STANDARD, w_peep=None, r
     return hy, cy
 
 
-def _onnx_standard_only(v, w_peep):
-    if not v.standard or w_peep is not None:
-        _fail(f"ONNX export covers the standard cell without peepholes; this cell is "
-              f"variant={v.name!r}{' with peepholes' if w_peep is not None else ''}")
+def _onnx_standard_only(v):
+    if not v.standard:
+        _fail(f"ONNX export covers the standard cell (with or without peepholes); ONNX's LSTM has no "
+              f"variant={v.name!r} cell")
 
 
 def four_gates(gates, v):
@@ -287,12 +287,11 @@ def lstm(
         if not batched:
             h0, c0 = h0.unsqueeze(1), c0.unsqueeze(1)
     if onnx_export.exporting():
-        _onnx_standard_only(v, groups[0][5])
+        _onnx_standard_only(v)
         # ONNX's LSTM takes the lengths in any order; their values are the graph's input
         if lengths is not None:
             lengths = _check_lengths(lengths, B, batched)
-        output, hn, cn = onnx_export.lstm_layers(x, [g[:5] for g in groups], h0, c0, lengths, num_layers, D,
-                                                 dropout, training)
+        output, hn, cn = onnx_export.lstm_layers(x, groups, h0, c0, lengths, num_layers, D, dropout, training)
         return _batch_layout(output, hn, cn, batched, batch_first)
     order = None
     if lengths is not None:

@@ -243,3 +243,35 @@ def test_onnx_reference_matches_module():
     torch.testing.assert_close(y.transpose(1, 2).flatten(2), want)
     torch.testing.assert_close(hy, h_n)
     torch.testing.assert_close(cy, c_n)
+
+
+@pytest.mark.parametrize("dynamo", EXPORTERS)
+@pytest.mark.parametrize("proj", [0, 3])
+def test_peephole_export(tmp_path, dynamo, proj):
+    """Peepholes become the ONNX LSTM's P input (projected layers: plain ops);
+    an LSTMCell with peepholes, a one-step node with P."""
+    I, H, L = 5, 8, 2
+    lstm = lstm_fused.LSTM(I, H, num_layers=L, bidirectional=True, proj_size=proj, peephole=True).eval()
+    with torch.no_grad():
+        for n, p in lstm.named_parameters():
+            if "peephole" in n:
+                p.uniform_(-1, 1)  # large enough to matter
+    P = proj or H
+    model = WithState(lstm)
+    names = ["x", "h0", "c0"]
+    sample = lambda B: (torch.randn(6, B, I), torch.randn(2 * L, B, P), torch.randn(2 * L, B, H))  # noqa: E731
+    dynamic = {"x": {1: "B"}, "h0": {1: "B"}, "c0": {1: "B"}}
+    session, nodes = export(model, sample(3), names, dynamic, dynamo, tmp_path / "m.onnx")
+    assert nodes.count("LSTM") == (0 if proj else L), nodes
+    for B in (3, 1):
+        check(session, names, model, sample(B), f" at B={B}")
+    cell = lstm_fused.LSTMCell(I, H, peephole=True).eval()
+    with torch.no_grad():
+        cell.weight_peephole.uniform_(-1, 1)
+    cell_model = CellModel(cell, True)
+    cnames = ["x", "h", "c"]
+    csample = lambda B: (torch.randn(B, I), torch.randn(B, H), torch.randn(B, H))  # noqa: E731
+    session, nodes = export(cell_model, csample(3), cnames, {n: {0: "B"} for n in cnames}, dynamo,
+                            tmp_path / "c.onnx")
+    assert nodes.count("LSTM") == 1, nodes
+    check(session, cnames, cell_model, csample(2), " (cell)")
