@@ -386,3 +386,14 @@ def test_record_contender_runs_checked_and_is_no_baseline(tmp_path):
     rec = [r for r in rows if r["contender"] == "lstm_fused+record"]
     assert rec and all(r["check"] == "ok" for r in rec)
     assert not any("speedup_vs_record" in r for r in rows)
+
+
+def test_variants_bench_checks_and_times(capsys):
+    """python -m lstm_fused.bench.variants: every variant checked against the
+    float64 reference (exit status 0 only when all pass), then timed."""
+    from lstm_fused.bench import variants
+
+    assert variants.main(["--cases", "6,2,16", "--rounds", "1", "--budget", "0.05"]) == 0
+    out = capsys.readouterr().out
+    for name in variants.CONTENDERS:
+        assert f" {name} " in out, out
