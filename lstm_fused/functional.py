@@ -103,8 +103,7 @@ def _cell(input, hx, w_ih, w_hh, b_ih, b_hh, v=variants.STANDARD, w_peep=None, r
     if _under_func_transform():
         hy, cy = _reference.cell(x, h, c, w_ih, w_hh, b_ih, b_hh, v, w_peep)
     elif onnx_export.exporting():
-        _onnx_standard_only(v)
-        hy, cy = onnx_export.lstm_cell(x, h, c, w_ih, w_hh, b_ih, b_hh, w_peep)
+        hy, cy = onnx_export.lstm_cell(x, h, c, w_ih, w_hh, b_ih, b_hh, w_peep, v.name)
     elif record is None:
         need = _needs_grad(x, h, c, w_ih, w_hh, b_ih, b_hh, w_peep)
         hy, cy, _ = _cell_op(x, h, c, w_ih, w_hh, b_ih, b_hh, need, v.code, w_peep)
@@ -116,12 +115,6 @@ def _cell(input, hx, w_ih, w_hh, b_ih, b_hh, v=variants.STANDARD, w_peep=None, r
     if not batched:
         hy, cy = hy.squeeze(0), cy.squeeze(0)
     return hy, cy
-
-
-def _onnx_standard_only(v):
-    if not v.standard:
-        _fail(f"ONNX export covers the standard cell (with or without peepholes); ONNX's LSTM has no "
-              f"variant={v.name!r} cell")
 
 
 def four_gates(gates, v):
@@ -287,11 +280,11 @@ def lstm(
         if not batched:
             h0, c0 = h0.unsqueeze(1), c0.unsqueeze(1)
     if onnx_export.exporting():
-        _onnx_standard_only(v)
         # ONNX's LSTM takes the lengths in any order; their values are the graph's input
         if lengths is not None:
             lengths = _check_lengths(lengths, B, batched)
-        output, hn, cn = onnx_export.lstm_layers(x, groups, h0, c0, lengths, num_layers, D, dropout, training)
+        output, hn, cn = onnx_export.lstm_layers(x, groups, h0, c0, lengths, num_layers, D, dropout, training,
+                                                 v.name)
         return _batch_layout(output, hn, cn, batched, batch_first)
     order = None
     if lengths is not None:

@@ -8,8 +8,9 @@ standard ONNX ``LSTM`` node (both directions in one node, ``sequence_lens``
 from ``lengths=``); the gate rows are reordered from torch's
 (i, f, g, o) to ONNX's (i, o, f, c) by Slice/Concat on the weights, which the
 exporters fold into the initializers; peephole weights (rows i, f, o) become
-the node's P input (i, o, f). The other cell variants have no ONNX LSTM
-counterpart (ONNX's input_forget is not the cifg cell) and are refused. ONNX's LSTM has no projection, so a layer
+the node's P input (i, o, f). The cifg and no_input_gate cells have no ONNX
+LSTM counterpart (ONNX's input_forget computes another cell): like a
+projected layer, they are exported as plain ops unrolled over the steps. ONNX's LSTM has no projection, so a layer
 with ``proj_size`` is exported as plain ONNX ops (MatMul, Sigmoid, Tanh, ...)
 unrolled over the time steps: its sequence length is fixed at export. A cell
 step is an ONNX LSTM node of one step.
@@ -138,11 +139,11 @@ def _onnx_lstm_node(x, W, R, B, seq_lens, h0, c0, P=None):
     return _torchscript_lstm_op()(x, W, R, B, seq_lens, h0, c0, P)
 
 
-def lstm_layers(x, groups, h0, c0, lengths, num_layers, D, dropout, training):
+def lstm_layers(x, groups, h0, c0, lengths, num_layers, D, dropout, training, variant="standard"):
     """The stack of layers for the exporters. x (T, B, I) time-major; groups as
     functional._layer_weights; h0 (L*D, B, P), c0 (L*D, B, H); lengths (B,) in
-    any order or None. Returns (output (T, B, D*P), h_n, c_n) as
-    functional.lstm's layer loop does."""
+    any order or None; variant: the cell's name (variants.py). Returns (output
+    (T, B, D*P), h_n, c_n) as functional.lstm's layer loop does."""
     if dropout > 0 and training and num_layers > 1:
         raise LSTMArgumentError("lstm_fused: dropout in training mode cannot be exported to ONNX (as with "
                                 "torch.nn.LSTM); export the model in eval() mode")
@@ -150,12 +151,12 @@ def lstm_layers(x, groups, h0, c0, lengths, num_layers, D, dropout, training):
     layer_input = x
     for layer in range(num_layers):
         ks = range(layer * D, (layer + 1) * D)
-        if groups[ks[0]][4] is not None:  # proj_size: plain ops, unrolled over the steps
+        if groups[ks[0]][4] is not None or variant != "standard":  # plain ops, unrolled over the steps
             outs = []
             for k in ks:
                 w_ih, w_hh, b_ih, b_hh, w_hr, w_peep = groups[k]
                 out, h, c = _reference.layer(layer_input, h0[k], c0[k], w_ih, w_hh, b_ih, b_hh, w_hr,
-                                             lengths, k == ks[0] + 1, w_peep=w_peep)
+                                             lengths, k == ks[0] + 1, variant=variant, w_peep=w_peep)
                 outs.append(out)
                 h_n.append(h.unsqueeze(0))
                 c_n.append(c.unsqueeze(0))
@@ -178,8 +179,11 @@ def lstm_layers(x, groups, h0, c0, lengths, num_layers, D, dropout, training):
     return layer_input, torch.cat(h_n), torch.cat(c_n)
 
 
-def lstm_cell(x, h, c, w_ih, w_hh, b_ih, b_hh, w_peep=None):
-    """One step as an ONNX LSTM node of one step: x (B, I), h/c (B, H)."""
+def lstm_cell(x, h, c, w_ih, w_hh, b_ih, b_hh, w_peep=None, variant="standard"):
+    """One step as an ONNX LSTM node of one step (plain ops for the cifg and
+    no_input_gate cells): x (B, I), h/c (B, H)."""
+    if variant != "standard":
+        return _reference.cell(x, h, c, w_ih, w_hh, b_ih, b_hh, variant=variant, w_peep=w_peep)
     H = w_hh.shape[1]
     B = None if b_ih is None else torch.cat([_onnx_gate_order(b_ih, H), _onnx_gate_order(b_hh, H)]).unsqueeze(0)
     P = None if w_peep is None else _onnx_peephole(w_peep, H).unsqueeze(0)

@@ -275,3 +275,27 @@ def test_peephole_export(tmp_path, dynamo, proj):
                             tmp_path / "c.onnx")
     assert nodes.count("LSTM") == 1, nodes
     check(session, cnames, cell_model, csample(2), " (cell)")
+
+
+@pytest.mark.parametrize("dynamo", EXPORTERS)
+@pytest.mark.parametrize("variant,peephole", [("cifg", False), ("no_input_gate", True)])
+def test_variant_export(tmp_path, dynamo, variant, peephole):
+    """The cifg and no_input_gate cells, which ONNX's LSTM does not compute:
+    plain ops unrolled over the export's T (as a projected layer); an
+    LSTMCell, plain ops of one step."""
+    I, H, L, T = 5, 8, 2, 6
+    lstm = lstm_fused.LSTM(I, H, num_layers=L, bidirectional=True, variant=variant, peephole=peephole).eval()
+    model = WithState(lstm)
+    names = ["x", "h0", "c0"]
+    sample = lambda B: (torch.randn(T, B, I), torch.randn(2 * L, B, H), torch.randn(2 * L, B, H))  # noqa: E731
+    session, nodes = export(model, sample(3), names, {n: {1: "B"} for n in names}, dynamo, tmp_path / "m.onnx")
+    assert "LSTM" not in nodes
+    for B in (3, 1):
+        check(session, names, model, sample(B), f" at B={B}")
+    cell_model = CellModel(lstm_fused.LSTMCell(I, H, variant=variant, peephole=peephole).eval(), True)
+    cnames = ["x", "h", "c"]
+    csample = lambda B: (torch.randn(B, I), torch.randn(B, H), torch.randn(B, H))  # noqa: E731
+    session, nodes = export(cell_model, csample(3), cnames, {n: {0: "B"} for n in cnames}, dynamo,
+                            tmp_path / "c.onnx")
+    assert "LSTM" not in nodes
+    check(session, cnames, cell_model, csample(2), " (cell)")

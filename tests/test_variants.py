@@ -320,14 +320,6 @@ def test_conversions_refuse_variants():
     lstm_fused.convert(lstm_fused.LSTM(4, 8, forget_bias=1.0), to="torch")  # a standard cell converts
 
 
-@pytest.mark.parametrize("dynamo", [False, True])
-def test_onnx_export_refuses_variants(tmp_path, dynamo):
-    pytest.importorskip("onnx")
-    m = lstm_fused.LSTM(4, 8, variant="cifg")
-    with pytest.raises(Exception, match="ONNX's LSTM has no variant='cifg' cell"):
-        torch.onnx.export(m, (torch.randn(3, 2, 4),), str(tmp_path / "m.onnx"), dynamo=dynamo)
-
-
 @pytest.mark.parametrize("variant,peephole", [("cifg", True), ("no_input_gate", False)])
 def test_recorded_gates_packed_projected(variant, peephole):
     """Recording a packed batch (unsorted lengths) through a projected variant:
