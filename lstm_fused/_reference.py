@@ -17,12 +17,10 @@ def _update(pre, c_prev, variant, w_peep):
     if "f" in peep:
         blocks["f"] = blocks["f"] + peep["f"] * c_prev
     f, g = torch.sigmoid(blocks["f"]), torch.tanh(blocks["g"])
-    if v.name == "standard":
+    if "i" in blocks:
         i = torch.sigmoid(blocks["i"] + peep["i"] * c_prev if "i" in peep else blocks["i"])
-    elif v.name == "cifg":
-        i = 1 - f
     else:
-        i = torch.ones_like(f)
+        i = v.implied_input_gate(f)
     c = f * c_prev + i * g
     o = torch.sigmoid(blocks["o"] + peep["o"] * c if "o" in peep else blocks["o"])
     return (i, f, g, o), c

@@ -122,8 +122,7 @@ def four_gates(gates, v):
     o, with the i the cell used: 1 − f (cifg) or 1 (no input gate)."""
     if v.standard:
         return gates
-    f = gates.select(-2, 0)
-    i = 1 - f if v.name == "cifg" else torch.ones_like(f)
+    i = v.implied_input_gate(gates.select(-2, v.gates.index("f")))
     return torch.cat([i.unsqueeze(-2), gates], dim=-2)
 
 

@@ -10,6 +10,8 @@ p ⊙ c_t; p is (3, H) rows (i, f, o), or (2, H) rows (f, o) without an input
 gate."""
 from typing import NamedTuple
 
+import torch
+
 from .errors import LSTMArgumentError
 
 
@@ -18,6 +20,7 @@ class Variant(NamedTuple):
     code: int  # the ops' `variant` argument
     gates: str  # the gate blocks of the weights, biases and kernels' gates, in order
     peephole_rows: str
+    input_gate: str = "sigmoid"  # without an "i" block: the i the cell uses, "1 - f" or "1"
 
     @property
     def num_gates(self) -> int:
@@ -27,13 +30,17 @@ class Variant(NamedTuple):
     def standard(self) -> bool:
         return self.code == 0
 
+    def implied_input_gate(self, f):
+        """The input gate of a cell without an "i" block, from its forget gate f."""
+        return 1 - f if self.input_gate == "1 - f" else torch.ones_like(f)
+
 
 VARIANTS = {
     v.name: v
     for v in (
         Variant("standard", 0, "ifgo", "ifo"),
-        Variant("cifg", 1, "fgo", "fo"),
-        Variant("no_input_gate", 2, "fgo", "fo"),
+        Variant("cifg", 1, "fgo", "fo", "1 - f"),
+        Variant("no_input_gate", 2, "fgo", "fo", "1"),
     )
 }
 STANDARD = VARIANTS["standard"]
