@@ -48,8 +48,9 @@ struct CellKind {
   GateVariant variant = GateVariant::Standard;
   bool peephole = false;
 
-  int64_t gates() const { return variant == GateVariant::Standard ? 4 : 3; }
-  int64_t peephole_rows() const { return variant == GateVariant::Standard ? 3 : 2; }
+  // Its CellSpec's kGates and kPeepRows (defined after with_cell).
+  int64_t gates() const;
+  int64_t peephole_rows() const;
   bool standard() const { return variant == GateVariant::Standard && !peephole; }
   static bool valid(int64_t v) { return v >= 0 && v <= 2; }
 };
@@ -70,6 +71,13 @@ decltype(auto) with_cell(CellKind k, F&& f) {
     default:
       return peep(std::integral_constant<GateVariant, GateVariant::Standard>{});
   }
+}
+
+inline int64_t CellKind::gates() const {
+  return with_cell(*this, [](auto cell) -> int64_t { return decltype(cell)::kGates; });
+}
+inline int64_t CellKind::peephole_rows() const {
+  return with_cell(*this, [](auto cell) -> int64_t { return decltype(cell)::kPeepRows; });
 }
 
 // The equations, once for every backend, on any arithmetic type V (a CPU

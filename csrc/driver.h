@@ -293,47 +293,47 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> layer_for
     });
   };
   with_cell(kind, [&](auto cell) {
-  using Cell = decltype(cell);
-  if constexpr (HasStepEngines<PW>::value) {
-    auto step = PW::ForwardStep::template choose<Cell>(w_hh, d.T, d.B, d.proj());
-    if (!step->fused()) {
-      unfused(step->gemm(), cell);
-    } else {
-      // h_{t-1} is read from the previous step's output rows, which the step
-      // does not write, or from h0 for rows that start at this step (all at
-      // the first step; the shorter sequences of a reversed packed batch
-      // later on).
-      const auto h0c = h0.contiguous();
-      at::Tensor starting;  // previous output rows, then h0 rows, when some rows start
-      AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, input.scalar_type(), "lstm_layer_fused", [&] {
-        scalar_t* out = output.data_ptr<scalar_t>();
-        scalar_t* gt = gates.data_ptr<scalar_t>();
-        scalar_t* ct = need_grad ? cells.data_ptr<scalar_t>() : nullptr;
-        const int64_t BH = d.B * d.H, BG = d.B * d.G;
-        for (int64_t s = 0; s < d.T; ++s) {
-          const int64_t t = reverse ? d.T - 1 - s : s;
-          const int64_t n = n_active[t];
-          if (n == 0) continue;
-          const int64_t tp = reverse ? t + 1 : t - 1;
-          const int64_t m = s == 0 ? 0 : std::min(n, n_active[tp]);
-          const scalar_t* h_prev = m == 0 ? h0c.data_ptr<scalar_t>() : out + tp * BH;
-          if (m > 0 && m < n) {
-            if (!starting.defined()) starting = at::empty({d.B, d.H}, opts);
-            starting.narrow(0, 0, m).copy_(output[tp].narrow(0, 0, m));
-            starting.narrow(0, m, n - m).copy_(h0c.narrow(0, m, n - m));
-            h_prev = starting.data_ptr<scalar_t>();
+    using Cell = decltype(cell);
+    if constexpr (HasStepEngines<PW>::value) {
+      auto step = PW::ForwardStep::template choose<Cell>(w_hh, d.T, d.B, d.proj());
+      if (!step->fused()) {
+        unfused(step->gemm(), cell);
+      } else {
+        // h_{t-1} is read from the previous step's output rows, which the step
+        // does not write, or from h0 for rows that start at this step (all at
+        // the first step; the shorter sequences of a reversed packed batch
+        // later on).
+        const auto h0c = h0.contiguous();
+        at::Tensor starting;  // previous output rows, then h0 rows, when some rows start
+        AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, input.scalar_type(), "lstm_layer_fused", [&] {
+          scalar_t* out = output.data_ptr<scalar_t>();
+          scalar_t* gt = gates.data_ptr<scalar_t>();
+          scalar_t* ct = need_grad ? cells.data_ptr<scalar_t>() : nullptr;
+          const int64_t BH = d.B * d.H, BG = d.B * d.G;
+          for (int64_t s = 0; s < d.T; ++s) {
+            const int64_t t = reverse ? d.T - 1 - s : s;
+            const int64_t n = n_active[t];
+            if (n == 0) continue;
+            const int64_t tp = reverse ? t + 1 : t - 1;
+            const int64_t m = s == 0 ? 0 : std::min(n, n_active[tp]);
+            const scalar_t* h_prev = m == 0 ? h0c.data_ptr<scalar_t>() : out + tp * BH;
+            if (m > 0 && m < n) {
+              if (!starting.defined()) starting = at::empty({d.B, d.H}, opts);
+              starting.narrow(0, 0, m).copy_(output[tp].narrow(0, 0, m));
+              starting.narrow(0, m, n - m).copy_(h0c.narrow(0, m, n - m));
+              h_prev = starting.data_ptr<scalar_t>();
+            }
+            step->template step<Cell, scalar_t>(
+                n, h_prev, gt + t * BG, ptr_or_null<scalar_t>(bias), c.data_ptr<scalar_t>(),
+                h.data_ptr<scalar_t>(), out + t * BH, ct ? ct + t * BH : nullptr, need_grad,
+                ptr_or_null<scalar_t>(peep));
           }
-          step->template step<Cell, scalar_t>(
-              n, h_prev, gt + t * BG, ptr_or_null<scalar_t>(bias), c.data_ptr<scalar_t>(),
-              h.data_ptr<scalar_t>(), out + t * BH, ct ? ct + t * BH : nullptr, need_grad,
-              ptr_or_null<scalar_t>(peep));
-        }
-      });
+        });
+      }
+    } else {
+      StepGemm<PW> gemm(w_hh, d.B, d.T);
+      unfused(gemm, cell);
     }
-  } else {
-    StepGemm<PW> gemm(w_hh, d.B, d.T);
-    unfused(gemm, cell);
-  }
   });
   return {output, h, c, kept_if(need_grad, gates, opts), kept_if(need_grad, cells, opts)};
 }
@@ -362,7 +362,7 @@ at::Tensor previous_h(const at::Tensor& output, const at::Tensor& h0,
 }
 
 // After the reversed loop: dx, dW_ih, dW_hh and db from all steps' dgates
-// (T, B, 4H) as a few large GEMMs, those asked for (the others empty).
+// (T, B, KH) as a few large GEMMs, those asked for (the others empty).
 // Device-generic; no atomics.
 template <class PW = void>
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> gradient_gemms(
@@ -426,50 +426,50 @@ layer_backward(const at::Tensor& grad_output, const at::Tensor& grad_hn, const a
   // dL/dh_{t-1} = dgates_t · W_hh = dgates_t · (W_hhᵀ)ᵀ
   auto back_gemm = backward_gemm<PW>(w_hh.t(), d.B, d.T);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, input.scalar_type(), "lstm_layer_backward", [&] {
-   with_cell(kind, [&](auto cell) {
-    using Cell = decltype(cell);
-    const scalar_t* pp = ptr_or_null<scalar_t>(peep);
-    using acc_t = at::opmath_type<scalar_t>;
-    acc_t* dpp = ptr_or_null<acc_t>(dpeep);
-    const int64_t PR = kind.peephole_rows() * d.H;
-    for (int64_t s = d.T - 1; s >= 0; --s) {
-      const int64_t t = reverse ? d.T - 1 - s : s;
-      const int64_t n = n_active[t];
-      if (n == 0) continue;
-      const int64_t tp = reverse ? t + 1 : t - 1;  // the step processed before t
-      const bool has_prev = tp >= 0 && tp < d.T;
-      const int64_t m = has_prev ? std::min(n, n_active[tp]) : 0;
-      const scalar_t *dh_a, *dh_b;
-      if (d.proj()) {
-        auto dhp = rows(dhp_all[t], n);
-        at::add_out(dhp, rows(go[t], n), rows(dh, n));
-        auto dhc = rows(dhcell, n);
-        at::mm_out(dhc, dhp, *w_hr);
-        dh_a = dhcell.data_ptr<scalar_t>();
-        dh_b = nullptr;
-      } else {
-        dh_a = go[t].data_ptr<scalar_t>();
-        dh_b = dh.data_ptr<scalar_t>();
+    with_cell(kind, [&](auto cell) {
+      using Cell = decltype(cell);
+      const scalar_t* pp = ptr_or_null<scalar_t>(peep);
+      using acc_t = at::opmath_type<scalar_t>;
+      acc_t* dpp = ptr_or_null<acc_t>(dpeep);
+      const int64_t PR = Cell::kPeepRows * d.H;
+      for (int64_t s = d.T - 1; s >= 0; --s) {
+        const int64_t t = reverse ? d.T - 1 - s : s;
+        const int64_t n = n_active[t];
+        if (n == 0) continue;
+        const int64_t tp = reverse ? t + 1 : t - 1;  // the step processed before t
+        const bool has_prev = tp >= 0 && tp < d.T;
+        const int64_t m = has_prev ? std::min(n, n_active[tp]) : 0;
+        const scalar_t *dh_a, *dh_b;
+        if (d.proj()) {
+          auto dhp = rows(dhp_all[t], n);
+          at::add_out(dhp, rows(go[t], n), rows(dh, n));
+          auto dhc = rows(dhcell, n);
+          at::mm_out(dhc, dhp, *w_hr);
+          dh_a = dhcell.data_ptr<scalar_t>();
+          dh_b = nullptr;
+        } else {
+          dh_a = go[t].data_ptr<scalar_t>();
+          dh_b = dh.data_ptr<scalar_t>();
+        }
+        const int64_t H = d.H, G = d.G;
+        const scalar_t* g_t = g_all[t].data_ptr<scalar_t>();
+        const scalar_t* c_t = c_all[t].data_ptr<scalar_t>();
+        scalar_t* dg_t = dgates[t].data_ptr<scalar_t>();
+        scalar_t* dcp = dc.data_ptr<scalar_t>();
+        // Rows [0, m) continue from the previous step; rows [m, n) start from c0.
+        if (m > 0) {
+          PW::template backward<Cell, scalar_t>(m, H, g_t, c_t, c_all[tp].data_ptr<scalar_t>(),
+                                                dh_a, dh_b, dcp, dg_t, pp, dpp);
+        }
+        if (n > m) {
+          PW::template backward<Cell, scalar_t>(n - m, H, g_t + m * G, c_t + m * H,
+                                                c0c.data_ptr<scalar_t>() + m * H, dh_a + m * H,
+                                                dh_b ? dh_b + m * d.P : nullptr, dcp + m * H,
+                                                dg_t + m * G, pp, dpp ? dpp + m * PR : nullptr);
+        }
+        back_gemm->product(dh, dgates[t], n);
       }
-      const int64_t H = d.H, G = d.G;
-      const scalar_t* g_t = g_all[t].data_ptr<scalar_t>();
-      const scalar_t* c_t = c_all[t].data_ptr<scalar_t>();
-      scalar_t* dg_t = dgates[t].data_ptr<scalar_t>();
-      scalar_t* dcp = dc.data_ptr<scalar_t>();
-      // Rows [0, m) continue from the previous step; rows [m, n) start from c0.
-      if (m > 0) {
-        PW::template backward<Cell, scalar_t>(m, H, g_t, c_t, c_all[tp].data_ptr<scalar_t>(),
-                                              dh_a, dh_b, dcp, dg_t, pp, dpp);
-      }
-      if (n > m) {
-        PW::template backward<Cell, scalar_t>(n - m, H, g_t + m * G, c_t + m * H,
-                                              c0c.data_ptr<scalar_t>() + m * H, dh_a + m * H,
-                                              dh_b ? dh_b + m * d.P : nullptr, dcp + m * H,
-                                              dg_t + m * G, pp, dpp ? dpp + m * PR : nullptr);
-      }
-      back_gemm->product(dh, dgates[t], n);
-    }
-   });
+    });
   });
 
   auto [grad_input, grad_w_ih, grad_w_hh, grad_bias] = gradient_gemms<PW>(

@@ -360,12 +360,9 @@ def _batch_layout(output, hn, cn, batched, batch_first):
     return output, (hn, cn)
 
 
-_BY_CODE = {v.code: v for v in variants.VARIANTS.values()}
-
-
 def _reference_layer(input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths, reverse, need_grad, variant=0,
                      peephole=None):
     """lstm_layer's signature and outputs (no gates or cells) in plain torch ops."""
     out, h, c = _reference.layer(input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths, reverse,
-                                 variant=_BY_CODE[variant], w_peep=peephole)
+                                 variant=variants.by_code(variant), w_peep=peephole)
     return out, h, c, None, None

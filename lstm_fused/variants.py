@@ -46,6 +46,11 @@ VARIANTS = {
 STANDARD = VARIANTS["standard"]
 
 
+def by_code(code: int) -> Variant:
+    """The Variant the ops' `variant` argument `code` stands for."""
+    return next(v for v in VARIANTS.values() if v.code == code)
+
+
 def get(name) -> Variant:
     """The Variant named ``name`` (a Variant passes through)."""
     if isinstance(name, Variant):

@@ -9,6 +9,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 import lstm_fused
 from lstm_fused import _reference
+from lstm_fused.functional import _layer_weights
 from conftest import BASE_TOL, rel_err
 
 VARIANTS = ["standard", "cifg", "no_input_gate"]
@@ -34,14 +35,9 @@ def randomize(module):
 def groups_of(module, dtype=torch.float64):
     """Per layer and direction (w_ih, w_hh, b_ih, b_hh, w_hr, w_peep) as
     functional.lstm takes them, cast to dtype."""
-    per = len(module._flat_weights_names) // (module.num_layers * (2 if module.bidirectional else 1))
-    out = []
-    for k in range(0, len(module._flat_weights_names), per):
-        names = module._flat_weights_names[k:k + per]
-        get = {n.split("_l")[0]: getattr(module, n).detach().to(dtype).requires_grad_() for n in names}
-        out.append(tuple(get.get(n) for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr",
-                                               "weight_peephole")))
-    return out
+    weights = [getattr(module, n).detach().to(dtype).requires_grad_() for n in module._flat_weights_names]
+    return _layer_weights(weights, module.num_layers, 2 if module.bidirectional else 1, module.bias,
+                          module.proj_size, module.peephole)
 
 
 def loss_of(out, h, c):

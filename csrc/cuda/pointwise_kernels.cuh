@@ -14,6 +14,23 @@ using detail::to_acc;
 
 constexpr int kPwThreads = 256;
 
+// Unit u's peephole weights (i, f, o) when Cell has them, else zeros (unread).
+template <typename A>
+struct Peephole {
+  A i, f, o;
+};
+template <class Cell, typename T>
+__device__ __forceinline__ Peephole<acc_t<T>> peephole_of(const T* peep, int64_t H, int64_t u) {
+  using A = acc_t<T>;
+  Peephole<A> p{A(0), A(0), A(0)};
+  if constexpr (Cell::kPeephole) {
+    if constexpr (Cell::kInputGate) p.i = to_acc(peep[u]);
+    p.f = to_acc(peep[Cell::kPeepF * H + u]);
+    p.o = to_acc(peep[Cell::kPeepO * H + u]);
+  }
+  return p;
+}
+
 // One cell variant (../cell_variants.h) per instantiation: gates hold
 // Cell::kGates blocks of H per row; peep (Cell::kPeepRows, H) when Cell has
 // peepholes, else null.
@@ -38,14 +55,9 @@ __global__ void __launch_bounds__(kPwThreads)
       if (b_ih != nullptr) pre[k] += to_acc(b_ih[k * H + u]);
       if (b_hh != nullptr) pre[k] += to_acc(b_hh[k * H + u]);
     }
-    A p[3] = {A(0), A(0), A(0)};  // i, f, o
-    if constexpr (Cell::kPeephole) {
-      if constexpr (Cell::kInputGate) p[0] = to_acc(peep[u]);
-      p[1] = to_acc(peep[Cell::kPeepF * H + u]);
-      p[2] = to_acc(peep[Cell::kPeepO * H + u]);
-    }
+    const auto p = peephole_of<Cell>(peep, H, u);
     // c_prev may alias c_out: read before the write, same element, same thread.
-    const auto s = detail::cell_forward<Cell>(pre, to_acc(c_prev[idx]), p[0], p[1], p[2]);
+    const auto s = detail::cell_forward<Cell>(pre, to_acc(c_prev[idx]), p.i, p.f, p.o);
     if constexpr (Cell::kInputGate) g[u] = from_acc<T>(s.i);
     g[Cell::kF * H + u] = from_acc<T>(s.f);
     g[Cell::kG * H + u] = from_acc<T>(s.g);
@@ -79,14 +91,9 @@ __global__ void __launch_bounds__(kPwThreads)
     A gate[K];
 #pragma unroll
     for (int k = 0; k < K; ++k) gate[k] = to_acc(g[k * H + u]);
-    A p[3] = {A(0), A(0), A(0)};  // i, f, o
-    if constexpr (Cell::kPeephole) {
-      if constexpr (Cell::kInputGate) p[0] = to_acc(peep[u]);
-      p[1] = to_acc(peep[Cell::kPeepF * H + u]);
-      p[2] = to_acc(peep[Cell::kPeepO * H + u]);
-    }
+    const auto p = peephole_of<Cell>(peep, H, u);
     const A cc = to_acc(c[idx]), cp = to_acc(c_prev[idx]);
-    const auto grad = detail::cell_backward<Cell>(gate, cc, cp, dh, to_acc(dc[idx]), p[0], p[1], p[2]);
+    const auto grad = detail::cell_backward<Cell>(gate, cc, cp, dh, to_acc(dc[idx]), p.i, p.f, p.o);
 #pragma unroll
     for (int k = 0; k < K; ++k) dg[k * H + u] = from_acc<T>(grad.d[k]);
     dc[idx] = from_acc<T>(grad.dc_prev);

@@ -29,16 +29,13 @@ def check(module, x, steps=10):
     """Max error of the module's output and input gradient, relative to scale,
     against the float64 reference on the first `steps` steps."""
     from .. import _reference
+    from ..functional import _layer_weights
 
     x = x[:steps].detach().requires_grad_()
     out, (h, c) = module(x)
     gx, = torch.autograd.grad(out.float().sum() + c.float().sum(), x)
-    groups, names = [], module._flat_weights_names
-    per = len(names) // module.num_layers
-    for k in range(0, len(names), per):
-        get = {n.split("_l")[0]: getattr(module, n).detach().double() for n in names[k:k + per]}
-        groups.append(tuple(get.get(n) for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr",
-                                                 "weight_peephole")))
+    weights = [getattr(module, n).detach().double() for n in module._flat_weights_names]
+    groups = _layer_weights(weights, module.num_layers, 1, module.bias, module.proj_size, module.peephole)
     x64 = x.detach().double().requires_grad_()
     B, H = x.shape[1], module.hidden_size
     zeros = torch.zeros(module.num_layers, B, H, dtype=torch.float64)
