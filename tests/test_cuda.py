@@ -450,12 +450,14 @@ def test_cell_module_without_state_and_bias():
             torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("path", ["auto", "step"])
 @pytest.mark.parametrize("variant,peephole", [("cifg", False), ("no_input_gate", True), ("standard", True)])
 @pytest.mark.parametrize("prec", ["fp32", "bf16"])
-def test_variants_and_recording(variant, peephole, prec):
-    """The cell variants run the per-step path (the persistent and fused cell
-    kernels take the standard cell only), against a float64 CPU run; the
-    recorded gates too."""
+def test_variants_and_recording(variant, peephole, prec, path):
+    """The cell variants on the persistent and fused cell kernels ("auto": one
+    persistent forward and backward per layer and direction, one fused cell
+    launch) and on the per-step path, against a float64 CPU run; the recorded
+    gates too."""
     dtype = PRECISIONS[prec][0]
     torch.manual_seed(3)
     cpu = lstm_fused.LSTM(24, 64, num_layers=2, bidirectional=True, variant=variant, peephole=peephole)
@@ -473,11 +475,13 @@ def test_variants_and_recording(variant, peephole, prec):
         (out.double().sum() + c.double().sin().sum()).backward()
         return [out, h, c, x.grad, *[p.grad for p in m.parameters()]], rec
 
+    persistent = 4 if path == "auto" else 0  # 2 layers x 2 directions
     before = counts()
-    with tf32(False):
+    with tf32(False), lstm_fused.use_path(path):
         got, rec = run(gpu, x.cuda().to(dtype))
     torch.cuda.synchronize()
-    assert counts() == before, "a standard-only kernel ran a variant"
+    ran = [a - b for a, b in zip(counts(), before)]
+    assert ran == [persistent, persistent, 0], f"kernel launches {ran} on path {path}"
     want, rec64 = run(cpu, x)
     for k, (a, r) in enumerate(zip(got, want)):
         assert rel_err(a.cpu(), r) <= BOUND[prec], f"tensor {k}: error {rel_err(a.cpu(), r):.3g}"
@@ -486,9 +490,11 @@ def test_variants_and_recording(variant, peephole, prec):
     cell64 = lstm_fused.LSTMCell(24, 64, variant=variant, peephole=peephole).double()
     cell = copy.deepcopy(cell64).cuda().to(dtype)
     xc = torch.randn(8, 24, dtype=torch.float64)
-    with tf32(False):
+    before = counts()
+    with tf32(False), lstm_fused.use_path(path):
         hy, cy = cell(xc.cuda().to(dtype))
     torch.cuda.synchronize()
     want_h, want_c = cell64(xc)
     assert rel_err(hy.cpu(), want_h) <= BOUND[prec] and rel_err(cy.cpu(), want_c) <= BOUND[prec]
-    assert counts() == before, "the fused cell kernel ran a variant"
+    ran = [a - b for a, b in zip(counts(), before)]
+    assert ran == [0, 0, 1 if path == "auto" else 0], f"kernel launches {ran} on path {path}"

@@ -1,8 +1,9 @@
 #pragma once
 // Kernel of the fused LSTM cell step (launched by cell_cuda.cu; also compiled by
 // the CPU simulation, sim/): one launch computes [x, h]·[W_ih; W_hh]ᵀ + b for a
-// tile of 8 hidden units with all four of their gates (32 weight rows), then the
-// activations and the cell update in the epilogue. fp32 FMAs (exact fp32, no
+// tile of 8 hidden units with all G gates of them (up to 32 weight rows; a
+// cell with 3 gate blocks leaves the last 8 rows zero), then the activations
+// and the cell update of the cell variant (../cell_variants.h) in the epilogue. fp32 FMAs (exact fp32, no
 // TF32) for float, half and bfloat16 storage. CUDA headers only.
 //
 // Block: 256 threads = 8 warps, a tile of 8 units x up to 64 batch rows.
@@ -36,13 +37,14 @@ static_assert(kRows * kKC % kCellThreads == 0 && kCellBT * kKC % kCellThreads ==
               "even staging split");
 static_assert(kCellBT <= kCellWarps * kRowsPerWarp, "batch tile covered by the warps");
 
-template <typename T>
+template <class Cell, typename T>
 __global__ void __launch_bounds__(kCellThreads, 2)
     cell_fused_kernel(int B, int I, int H, const T* __restrict__ x, const T* __restrict__ h,
                       const T* __restrict__ c, const T* __restrict__ w_ih,
                       const T* __restrict__ w_hh, const T* __restrict__ b_ih,
                       const T* __restrict__ b_hh, T* __restrict__ h_out, T* __restrict__ c_out,
-                      T* __restrict__ gates) {
+                      T* __restrict__ gates, const T* __restrict__ peep) {
+  constexpr int G = Cell::kGates;
   __shared__ float Ws[kRows][kKC + 1];  // +1: lanes read one column of 32 rows, conflict-free
   __shared__ float Xs[kCellBT][kKC];    // read as a warp-wide broadcast
   __shared__ float Red[kCellWarps][kRowsPerWarp][kRows];
@@ -95,7 +97,7 @@ __global__ void __launch_bounds__(kCellThreads, 2)
     for (int e = 0; e < kWPerThread; ++e) {
       const int u = u0 + r0 + kRowStep * (e % 2);
       const int64_t row = static_cast<int64_t>(e / 2) * H + u;
-      wreg[e] = (wb != nullptr && u < H) ? to_acc(wb[row * wstride]) : 0.f;
+      wreg[e] = (wb != nullptr && u < H && e / 2 < G) ? to_acc(wb[row * wstride]) : 0.f;
     }
 #pragma unroll
     for (int e = 0; e < kXPerThread; ++e) {
@@ -155,9 +157,9 @@ __global__ void __launch_bounds__(kCellThreads, 2)
     if (bb >= Bb || u >= H) continue;
     const int wbase = (bb % NBW) * KS;  // warps holding row bb: wbase + s, s < KS
     const int j = bb / NBW;
-    float pre[4];
+    float pre[G];
 #pragma unroll
-    for (int k = 0; k < 4; ++k) {
+    for (int k = 0; k < G; ++k) {
       float s = 0.f;
       for (int sidx = 0; sidx < KS; ++sidx) s += Red[wbase + sidx][j][k * kCellUnits + jj];
       if (b_ih != nullptr) s += to_acc(b_ih[k * H + u]);
@@ -165,16 +167,11 @@ __global__ void __launch_bounds__(kCellThreads, 2)
       pre[k] = s;
     }
     const int64_t b = b0 + bb;
-    const auto st = detail::cell_forward(pre, to_acc(c[b * H + u]));
+    const auto pp = detail::peephole_of<Cell>(peep, H, u);
+    const auto st = detail::cell_forward<Cell>(pre, to_acc(c[b * H + u]), pp.i, pp.f, pp.o);
     c_out[b * H + u] = from_acc<T>(st.c);
     h_out[b * H + u] = from_acc<T>(st.h);
-    if (gates != nullptr) {
-      T* g = gates + b * 4 * H;
-      g[u] = from_acc<T>(st.i);
-      g[H + u] = from_acc<T>(st.f);
-      g[2 * H + u] = from_acc<T>(st.g);
-      g[3 * H + u] = from_acc<T>(st.o);
-    }
+    if (gates != nullptr) detail::store_gates<Cell>(gates + b * G * H + u, H, st);
   }
 }
 

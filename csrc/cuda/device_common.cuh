@@ -114,6 +114,34 @@ __device__ __forceinline__ CellGradients<A, 4> cell_backward(A i, A f, A g, A o,
   return cell_backward<StandardCell>(gate, c, c_prev, dh, dc);
 }
 
+// Unit u's peephole weights (i, f, o) when Cell has them, read from
+// (Cell::kPeepRows, stride) storage; zeros (unread) otherwise.
+template <typename A>
+struct Peephole {
+  A i, f, o;
+};
+template <class Cell, typename T>
+__device__ __forceinline__ Peephole<acc_t<T>> peephole_of(const T* peep, int64_t stride,
+                                                         int64_t u) {
+  using A = acc_t<T>;
+  Peephole<A> p{A(0), A(0), A(0)};
+  if constexpr (Cell::kPeephole) {
+    if constexpr (Cell::kInputGate) p.i = to_acc(peep[u]);
+    p.f = to_acc(peep[Cell::kPeepF * stride + u]);
+    p.o = to_acc(peep[Cell::kPeepO * stride + u]);
+  }
+  return p;
+}
+
+// One unit's activated gates into a gate row (Cell's blocks, `stride` apart).
+template <class Cell, typename T, typename A>
+__device__ __forceinline__ void store_gates(T* g, int64_t stride, const CellValues<A>& s) {
+  if constexpr (Cell::kInputGate) g[0] = from_acc<T>(s.i);
+  g[Cell::kF * stride] = from_acc<T>(s.f);
+  g[Cell::kG * stride] = from_acc<T>(s.g);
+  g[Cell::kO * stride] = from_acc<T>(s.o);
+}
+
 // Raw 16-bit pattern of a half/bfloat16 value, for packing into 32-bit registers.
 __device__ __forceinline__ uint32_t bits16(__half v) { return __half_as_ushort(v); }
 __device__ __forceinline__ uint32_t bits16(__nv_bfloat16 v) { return __bfloat16_as_ushort(v); }

@@ -56,28 +56,33 @@ cudaError_t pointwise_backward(cudaStream_t stream, int64_t n, int64_t H, const 
 
 // --------------------------------------------------------- fused cell step
 // T in {float, __half, __nv_bfloat16}. One launch: [x, h]·[W_ih; W_hh]ᵀ + b,
-// activations and the cell update; fp32 arithmetic throughout (no TF32).
-// Oriented to small batches: cell_fused_max_batch() rows at most per call.
+// activations and the cell update of `cell` (G = cell.gates() gate blocks);
+// fp32 arithmetic throughout (no TF32). Oriented to small batches:
+// cell_fused_max_batch() rows at most per call.
 //   x       (B, I)
 //   h       (B, H)   h_{t-1}
 //   c       (B, H)   c_{t-1}
-//   w_ih    (4H, I)
-//   w_hh    (4H, H)
-//   b_ih    (4H)     may be null (then b_hh must be null too)
-//   b_hh    (4H)     may be null
+//   w_ih    (GH, I)
+//   w_hh    (GH, H)
+//   b_ih    (GH)     may be null (then b_hh must be null too)
+//   b_hh    (GH)     may be null
 //   h_out   (B, H)   h_t
 //   c_out   (B, H)   c_t
-//   gates   (B, 4H)  activated gates (i, f, g, o); may be null
+//   gates   (B, GH)  activated gates (the cell's order); may be null
+//   peep    (rows, H) peephole weights when the cell has them; else null
 inline constexpr int cell_fused_max_batch() { return 64; }
 template <typename T>
-cudaError_t cell_fused_forward(cudaStream_t stream, int B, int I, int H, const T* x, const T* h,
-                               const T* c, const T* w_ih, const T* w_hh, const T* b_ih,
-                               const T* b_hh, T* h_out, T* c_out, T* gates);
+cudaError_t cell_fused_forward(cudaStream_t stream, CellKind cell, int B, int I, int H,
+                               const T* x, const T* h, const T* c, const T* w_ih, const T* w_hh,
+                               const T* b_ih, const T* b_hh, T* h_out, T* c_out, T* gates,
+                               const T* peep);
 
 // ------------------------------------------------ persistent sequence kernels
 // One cooperative launch runs all T steps of one layer/direction. Each block
 // owns a slice of hidden units (all four gates of them); its slice of W_hh
-// stays in shared memory for the whole sequence.
+// stays in shared memory for the whole sequence. Every cell variant
+// (../cell_variants.h): G = cell.gates() gate blocks, peephole weights p
+// (cell.peephole_rows(), H) when the cell has them.
 enum class MmaMode : int {
   kBF16 = 0,     // bf16 operands, fp32 accumulation (mma.m16n8k16)
   kF16 = 1,      // fp16 operands, fp32 accumulation (mma.m16n8k16)
@@ -91,9 +96,10 @@ struct PersistentPlan {
   int mode = 0;
   bool backward = false;
   int B = 0, H = 0;
+  CellKind cell;
   int HS = 0;       // hidden units per block
   int blocks = 0;   // ceil(H / HS), all co-resident
-  int NC = 0;       // k-chunks of the recurrent GEMM (K = H forward, 4H backward)
+  int NC = 0;       // k-chunks of the recurrent GEMM (K = H forward, G·H backward)
   int Kpad = 0;     // NC * chunk width: row stride of the padded staging buffer
   int NTC = 0;      // n-tiles (8 columns) per block
   int MT = 0;       // m-tiles (16 batch rows)
@@ -101,7 +107,9 @@ struct PersistentPlan {
   int PS = 0;       // row stride (floats) of the partial-sum buffer
   size_t w_bytes = 0;     // shared memory: W slice (bytes), then
   size_t pre_floats = 0;  // the partial sums (WK · 16·MT · PS floats), then
-  size_t state_floats = 0;  // per-pair fp32 state (forward: c; backward: dh, dc)
+  // per-pair fp32 state (forward: c; backward: dh, dc), then the block's
+  // peephole weights and, backward, their per-pair gradient accumulators
+  size_t state_floats = 0;
   size_t smem_bytes = 0;
   // The runtime error (a cudaError_t) that left no plan: a refused
   // cudaFuncSetAttribute or occupancy query; 0 when none occurred.
@@ -111,31 +119,34 @@ struct PersistentPlan {
   int64_t staging_elems() const { return int64_t(2) * B * Kpad; }
 };
 
-// Chooses the shape for (device, mode, B, H), or ok = false when the kernel is
+// Chooses the shape for (device, mode, B, H, cell), or ok = false when the kernel is
 // not eligible (too large for shared memory, batch over 256, too few SMs for
 // co-residency, no cooperative launch, compute capability below 8.0, or the
-// kernel image missing for this device). Cached per (device, mode, B, H); sets
-// the kernel's dynamic shared-memory limit on the device as a side effect.
-PersistentPlan plan_persistent(int device, MmaMode mode, bool backward, int B, int H);
+// kernel image missing for this device). Cached per (device, mode, B, H,
+// cell); sets the kernel's dynamic shared-memory limit on the device as a
+// side effect.
+PersistentPlan plan_persistent(int device, MmaMode mode, bool backward, int B, int H,
+                               CellKind cell = {});
 
 // Forward over all T steps; overloads for float (kTF32/k3xTF32 plans), __half
 // (kF16) and __nv_bfloat16 (kBF16). Returns cudaErrorInvalidValue when the plan
 // does not match the call, or the launch's error (cudaErrorCooperativeLaunchTooLarge
 // and the like: the caller falls back to the per-step path). Pointers, with T
 // the storage type:
-//   w_hh     (4H, H)
+//   w_hh     (GH, H)
 //   h0, c0   (B, H)
-//   gates    (T, B, 4H)  in: x·W_ihᵀ + b_ih + b_hh for every step; out (need_grad):
-//                        the activated gates (i, f, g, o), as lstm_layer returns them
+//   gates    (T, B, GH)  in: x·W_ihᵀ + b_ih + b_hh for every step; out (need_grad):
+//                        the activated gates (the cell's order), as lstm_layer returns them
 //   output   (T, B, H)   h_t
 //   cells    (T, B, H)   c_t; written only when need_grad (may be null otherwise)
 //   h_n, c_n (B, H)      states after the last step processed
 //   staging  (2, B, Kpad) scratch, contents irrelevant on entry
+//   peep     (rows, H)   peephole weights when plan.cell has them; else null
 #define LSTM_FUSED_DECLARE_PERSISTENT_FORWARD(T)                                              \
   cudaError_t persistent_forward(const PersistentPlan& plan, cudaStream_t stream, int steps, \
                                  bool reverse, bool need_grad, const T* w_hh, const T* h0,    \
                                  const T* c0, T* gates, T* output, T* cells, T* h_n, T* c_n,  \
-                                 T* staging);
+                                 T* staging, const T* peep);
 LSTM_FUSED_DECLARE_PERSISTENT_FORWARD(float)
 LSTM_FUSED_DECLARE_PERSISTENT_FORWARD(__half)
 LSTM_FUSED_DECLARE_PERSISTENT_FORWARD(__nv_bfloat16)
@@ -144,23 +155,26 @@ LSTM_FUSED_DECLARE_PERSISTENT_FORWARD(__nv_bfloat16)
 // Backward over all T steps (reversed processing order), no weight gradients:
 // those are large GEMMs the caller runs on dgates afterwards. Same overloads and
 // error convention as persistent_forward.
-//   w_hh        (4H, H)
-//   gates       (T, B, 4H) activated gates saved by the forward
+//   w_hh        (GH, H)
+//   gates       (T, B, GH) activated gates saved by the forward
 //   cells       (T, B, H)  c_t saved by the forward
 //   c0          (B, H)
 //   grad_output (T, B, H)  dL/dh_t from the layer's output
 //   grad_hn     (B, H)     dL/dh_n
 //   grad_cn     (B, H)     dL/dc_n
-//   dgates      (T, B, 4H) out: dL/d(pre-activations)
+//   dgates      (T, B, GH) out: dL/d(pre-activations)
 //   grad_h0     (B, H)     out: dL/dh0
 //   grad_c0     (B, H)     out: dL/dc0
 //   staging     (2, B, Kpad) scratch, contents irrelevant on entry
+//   peep        (rows, H)  peephole weights when plan.cell has them; else null
+//   dpeep       (B, rows, H) fp32: each row's dL/d(peephole weights) over all
+//               steps added; null when not wanted (or no peepholes)
 #define LSTM_FUSED_DECLARE_PERSISTENT_BACKWARD(T)                                             \
   cudaError_t persistent_backward(const PersistentPlan& plan, cudaStream_t stream, int steps, \
                                   bool reverse, const T* w_hh, const T* gates, const T* cells, \
                                   const T* c0, const T* grad_output, const T* grad_hn,         \
                                   const T* grad_cn, T* dgates, T* grad_h0, T* grad_c0,         \
-                                  T* staging);
+                                  T* staging, const T* peep, float* dpeep);
 LSTM_FUSED_DECLARE_PERSISTENT_BACKWARD(float)
 LSTM_FUSED_DECLARE_PERSISTENT_BACKWARD(__half)
 LSTM_FUSED_DECLARE_PERSISTENT_BACKWARD(__nv_bfloat16)

@@ -1,12 +1,12 @@
 // CUDA kernels of the four ops, registered for the CUDA dispatch key.
 //
-//   lstm_cell           the fused step kernel (cell_cuda.cu) for the standard
-//                       cell in float, half and bfloat16 with B <= 64; else, or
+//   lstm_cell           the fused step kernel (cell_cuda.cu), every cell
+//                       variant, in float, half and bfloat16 with B <= 64; else, or
 //                       under Path::Step, the driver (cuBLAS GEMMs + the
 //                       pointwise kernel, every cell variant).
 //   lstm_cell_backward  the driver (pointwise kernel + cuBLAS GEMMs).
 //   lstm_layer          the persistent kernel (persistent_fwd.cu) under
-//                       Path::Auto/Persistent when eligible: the standard cell,
+//                       Path::Auto/Persistent when eligible: every cell variant,
 //                       float/half/bfloat16, no projection, no lengths, T >= 1,
 //                       1 <= B <= 256, and a
 //                       plan exists (the W_hh slices fit in shared memory and the
@@ -106,12 +106,14 @@ void note_fallback(const char* op, cudaError_t err) {
 template <typename S>
 void launch_cell(const Tensor& x, const Tensor& h, const Tensor& c, const Tensor& w_ih,
                  const Tensor& w_hh, const Tensor& b_ih, const Tensor& b_hh, const Tensor& hy,
-                 const Tensor& cy, const Tensor& gates, const CellDims& d) {
+                 const Tensor& cy, const Tensor& gates, const Tensor& peep, CellKind kind,
+                 const CellDims& d) {
   const cudaError_t err = cuda::cell_fused_forward(
-      current_stream(), static_cast<int>(d.B), static_cast<int>(d.I), static_cast<int>(d.H),
-      cptr<S>(x), cptr<S>(h), cptr<S>(c), cptr<S>(w_ih), cptr<S>(w_hh),
+      current_stream(), kind, static_cast<int>(d.B), static_cast<int>(d.I),
+      static_cast<int>(d.H), cptr<S>(x), cptr<S>(h), cptr<S>(c), cptr<S>(w_ih), cptr<S>(w_hh),
       b_ih.defined() ? cptr<S>(b_ih) : nullptr, b_hh.defined() ? cptr<S>(b_hh) : nullptr,
-      mptr<S>(hy), mptr<S>(cy), gates.defined() ? mptr<S>(gates) : nullptr);
+      mptr<S>(hy), mptr<S>(cy), gates.defined() ? mptr<S>(gates) : nullptr,
+      peep.defined() ? cptr<S>(peep) : nullptr);
   C10_CUDA_CHECK(err);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
   count(kFusedCell);
@@ -128,7 +130,7 @@ std::tuple<Tensor, Tensor, Tensor> cell_forward_cuda(const Tensor& input, const 
   const auto kind = cell_kind(variant, peephole);
   const auto d = check_cell_args(input, hx, cx, w_ih, w_hh, b_ih, b_hh, kind, peephole);
   const auto st = input.scalar_type();
-  const bool fused = kind.standard() && kernel_path() != Path::Step && tensor_core_dtype(st) && d.B >= 1 &&
+  const bool fused = kernel_path() != Path::Step && tensor_core_dtype(st) && d.B >= 1 &&
                      d.B <= cuda::cell_fused_max_batch() && d.H >= 1 &&
                      d.H <= INT_MAX / 4 && d.I <= INT_MAX / 2 - d.H;
   if (!fused) {
@@ -145,9 +147,10 @@ std::tuple<Tensor, Tensor, Tensor> cell_forward_cuda(const Tensor& input, const 
   const auto bh = b_hh.has_value() ? b_hh->contiguous() : Tensor();
   auto hy = buffer({d.B, d.H}, opts);
   auto cy = buffer({d.B, d.H}, opts);
-  auto gates = need_gates ? buffer({d.B, 4 * d.H}, opts) : Tensor();
+  auto gates = need_gates ? buffer({d.B, d.G}, opts) : Tensor();
+  const auto peep = peephole.has_value() ? peephole->contiguous() : Tensor();
   with_tensor_core_type(st, [&](auto tag) {
-    launch_cell<decltype(tag)>(x, h, c, wi, wh, bi, bh, hy, cy, gates, d);
+    launch_cell<decltype(tag)>(x, h, c, wi, wh, bi, bh, hy, cy, gates, peep, kind, d);
   });
   return {hy, cy, kept_if(need_gates, gates, opts)};
 }
@@ -165,8 +168,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> cell_backward
 // The persistent kernels' preconditions that do not depend on the device.
 bool persistent_candidate(const LayerDims& d, at::ScalarType st,
                           const std::optional<Tensor>& w_hr,
-                          const std::optional<Tensor>& lengths, CellKind kind) {
-  return kind.standard() && kernel_path() != Path::Step && tensor_core_dtype(st) && !w_hr.has_value() &&
+                          const std::optional<Tensor>& lengths) {
+  return kernel_path() != Path::Step && tensor_core_dtype(st) && !w_hr.has_value() &&
          !lengths.has_value() && d.T >= 1 && d.T <= INT_MAX && d.B >= 1 && d.H >= 1 &&
          d.H <= (1 << 20);
 }
@@ -175,23 +178,26 @@ template <typename S>
 cudaError_t launch_forward(const cuda::PersistentPlan& plan, const LayerDims& d, bool reverse,
                            bool need_grad, const Tensor& w_hh, const Tensor& h0, const Tensor& c0,
                            const Tensor& gates, const Tensor& output, const Tensor& cells,
-                           const Tensor& h_n, const Tensor& c_n, const Tensor& staging) {
+                           const Tensor& h_n, const Tensor& c_n, const Tensor& staging,
+                           const Tensor& peep) {
   return cuda::persistent_forward(plan, current_stream(), static_cast<int>(d.T), reverse,
                                   need_grad, cptr<S>(w_hh), cptr<S>(h0), cptr<S>(c0),
                                   mptr<S>(gates), mptr<S>(output),
                                   need_grad ? mptr<S>(cells) : nullptr, mptr<S>(h_n),
-                                  mptr<S>(c_n), mptr<S>(staging));
+                                  mptr<S>(c_n), mptr<S>(staging),
+                                  peep.defined() ? cptr<S>(peep) : nullptr);
 }
 
 std::optional<LayerOut> persistent_layer_forward(
     const cuda::PersistentPlan& plan, const LayerDims& d, const Tensor& input, const Tensor& h0,
     const Tensor& c0, const Tensor& w_ih, const Tensor& w_hh, const std::optional<Tensor>& b_ih,
-    const std::optional<Tensor>& b_hh, bool reverse, bool need_grad) {
+    const std::optional<Tensor>& b_hh, const std::optional<Tensor>& peephole, bool reverse,
+    bool need_grad) {
   const auto opts = input.options();
   // The input projection of every step in one GEMM, biases folded in (as the
   // driver does); the kernel overwrites it with the activated gates.
-  auto gates = buffer({d.T, d.B, 4 * d.H}, opts);
-  auto gflat = gates.view({d.T * d.B, 4 * d.H});
+  auto gates = buffer({d.T, d.B, d.G}, opts);
+  auto gflat = gates.view({d.T * d.B, d.G});
   const auto xflat = input.reshape({d.T * d.B, d.I});
   if (b_ih.has_value()) {
     at::addmm_out(gflat, (*b_ih + *b_hh).unsqueeze(0), xflat, w_ih.t());
@@ -206,9 +212,10 @@ std::optional<LayerOut> persistent_layer_forward(
   const auto wh = w_hh.contiguous();
   const auto h0c = h0.contiguous();
   const auto c0c = c0.contiguous();
+  const auto peep = peephole.has_value() ? peephole->contiguous() : Tensor();
   const cudaError_t err = with_tensor_core_type(input.scalar_type(), [&](auto tag) {
     return launch_forward<decltype(tag)>(plan, d, reverse, need_grad, wh, h0c, c0c, gates,
-                                         output, cells, h_n, c_n, staging);
+                                         output, cells, h_n, c_n, staging, peep);
   });
   if (err != cudaSuccess) {
     note_fallback("forward", err);
@@ -231,13 +238,13 @@ LayerOut layer_forward_cuda(const Tensor& input, const Tensor& h0, const Tensor&
   const auto d = check_layer_args(input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths, kind,
                                   peephole);
   const auto st = input.scalar_type();
-  if (persistent_candidate(d, st, w_hr, lengths, kind)) {
+  if (persistent_candidate(d, st, w_hr, lengths)) {
     const auto plan = cuda::plan_persistent(input.device().index(), mode_for(st),
                                             /*backward=*/false, static_cast<int>(d.B),
-                                            static_cast<int>(d.H));
+                                            static_cast<int>(d.H), kind);
     if (plan.ok) {
       if (auto r = persistent_layer_forward(plan, d, input, h0, c0, w_ih, w_hh, b_ih, b_hh,
-                                            reverse, need_grad)) {
+                                            peephole, reverse, need_grad)) {
         return *r;
       }
     }
@@ -251,12 +258,14 @@ cudaError_t launch_backward(const cuda::PersistentPlan& plan, const LayerDims& d
                             const Tensor& w_hh, const Tensor& gates, const Tensor& cells,
                             const Tensor& c0, const Tensor& grad_output, const Tensor& grad_hn,
                             const Tensor& grad_cn, const Tensor& dgates, const Tensor& grad_h0,
-                            const Tensor& grad_c0, const Tensor& staging) {
+                            const Tensor& grad_c0, const Tensor& staging, const Tensor& peep,
+                            const Tensor& dpeep) {
   return cuda::persistent_backward(plan, current_stream(), static_cast<int>(d.T), reverse,
                                    cptr<S>(w_hh), cptr<S>(gates), cptr<S>(cells), cptr<S>(c0),
                                    cptr<S>(grad_output), cptr<S>(grad_hn), cptr<S>(grad_cn),
                                    mptr<S>(dgates), mptr<S>(grad_h0), mptr<S>(grad_c0),
-                                   mptr<S>(staging));
+                                   mptr<S>(staging), peep.defined() ? cptr<S>(peep) : nullptr,
+                                   dpeep.defined() ? dpeep.data_ptr<float>() : nullptr);
 }
 
 std::optional<LayerGrads> persistent_layer_backward(
@@ -264,9 +273,9 @@ std::optional<LayerGrads> persistent_layer_backward(
     const Tensor& grad_hn, const Tensor& grad_cn, const Tensor& input, const Tensor& h0,
     const Tensor& c0, const Tensor& w_ih, const Tensor& w_hh, const Tensor& output,
     const Tensor& gates, const Tensor& cells, bool has_bias, bool reverse, bool need_input_grad,
-    bool need_weight_grad) {
+    bool need_weight_grad, CellKind kind, const std::optional<Tensor>& peephole) {
   const auto opts = input.options();
-  auto dgates = buffer({d.T, d.B, 4 * d.H}, opts);
+  auto dgates = buffer({d.T, d.B, d.G}, opts);
   auto grad_h0 = buffer({d.B, d.H}, opts);
   auto grad_c0 = buffer({d.B, d.H}, opts);
   auto staging = buffer({plan.staging_elems()}, opts);
@@ -277,9 +286,12 @@ std::optional<LayerGrads> persistent_layer_backward(
   const auto go = grad_output.contiguous();
   const auto ghn = grad_hn.contiguous();
   const auto gcn = grad_cn.contiguous();
+  const auto peep = peephole.has_value() ? peephole->contiguous() : Tensor();
+  // fp32 for every tensor-core dtype, as the kernel accumulates
+  const auto dpeep = peephole_accumulators(kind, need_weight_grad, d.B, d.H, opts);
   const cudaError_t err = with_tensor_core_type(input.scalar_type(), [&](auto tag) {
     return launch_backward<decltype(tag)>(plan, d, reverse, wh, g, c, c0c, go, ghn, gcn, dgates,
-                                          grad_h0, grad_c0, staging);
+                                          grad_h0, grad_c0, staging, peep, dpeep);
   });
   if (err != cudaSuccess) {
     note_fallback("backward", err);
@@ -294,7 +306,7 @@ std::optional<LayerGrads> persistent_layer_backward(
       gradient_gemms(dgates, input, output, h0, w_ih, n_active, has_bias, reverse,
                      need_input_grad, need_weight_grad);
   return LayerGrads{grad_input, grad_h0, grad_c0, grad_w_ih, grad_w_hh, grad_bias,
-                    at::empty({0}, opts), at::empty({0}, opts)};
+                    at::empty({0}, opts), peephole_grad(dpeep, input.scalar_type(), opts)};
 }
 
 LayerGrads layer_backward_cuda(const Tensor& grad_output, const Tensor& grad_hn,
@@ -310,8 +322,8 @@ LayerGrads layer_backward_cuda(const Tensor& grad_output, const Tensor& grad_hn,
   const auto d = check_layer_args(input, h0, c0, w_ih, w_hh, std::nullopt, std::nullopt, w_hr,
                                   lengths, kind, peephole);
   const auto st = input.scalar_type();
-  if (persistent_candidate(d, st, w_hr, lengths, kind)) {
-    TORCH_CHECK(gates.sizes() == at::IntArrayRef({d.T, d.B, 4 * d.H}) &&
+  if (persistent_candidate(d, st, w_hr, lengths)) {
+    TORCH_CHECK(gates.sizes() == at::IntArrayRef({d.T, d.B, d.G}) &&
                     cells.sizes() == at::IntArrayRef({d.T, d.B, d.H}),
                 "lstm_fused: gates and cells must come from lstm_layer(need_grad=True)");
     TORCH_CHECK(grad_output.sizes() == at::IntArrayRef({d.T, d.B, d.H}) &&
@@ -327,11 +339,12 @@ LayerGrads layer_backward_cuda(const Tensor& grad_output, const Tensor& grad_hn,
     }
     const auto plan = cuda::plan_persistent(input.device().index(), mode_for(st),
                                             /*backward=*/true, static_cast<int>(d.B),
-                                            static_cast<int>(d.H));
+                                            static_cast<int>(d.H), kind);
     if (plan.ok) {
       if (auto r = persistent_layer_backward(plan, d, grad_output, grad_hn, grad_cn, input, h0,
                                              c0, w_ih, w_hh, output, gates, cells, has_bias,
-                                             reverse, need_input_grad, need_weight_grad)) {
+                                             reverse, need_input_grad, need_weight_grad, kind,
+                                             peephole)) {
         return *r;
       }
     }
@@ -348,16 +361,19 @@ std::vector<int64_t> kernel_counts() {
 }
 
 // [ok, HS, blocks, shared memory bytes, mode, error] of the persistent kernel's
-// plan for (device, dtype, direction, B, H) under the current TF32 setting;
-// error: the cudaError_t of a runtime call that refused during planning, or 0.
+// plan for (device, dtype, direction, B, H, cell) under the current TF32
+// setting; error: the cudaError_t of a runtime call that refused during
+// planning, or 0.
 std::vector<int64_t> persistent_plan_info(int64_t device, at::ScalarType dtype, bool backward,
-                                          int64_t B, int64_t H) {
+                                          int64_t B, int64_t H, int64_t variant, bool peephole) {
+  TORCH_CHECK(CellKind::valid(variant), "lstm_fused: variant must be 0, 1 or 2, got ", variant);
   TORCH_CHECK(tensor_core_dtype(dtype), "lstm_fused: the persistent kernels take float32, "
               "bfloat16 or float16, not ", dtype);
   TORCH_CHECK(B >= 1 && B <= INT_MAX && H >= 1 && H <= INT_MAX, "lstm_fused: bad B or H");
   const c10::cuda::CUDAGuard guard(static_cast<c10::DeviceIndex>(device));
   const auto p = cuda::plan_persistent(static_cast<int>(device), mode_for(dtype), backward,
-                                       static_cast<int>(B), static_cast<int>(H));
+                                       static_cast<int>(B), static_cast<int>(H),
+                                       CellKind{static_cast<GateVariant>(variant), peephole});
   return {p.ok ? 1 : 0, p.HS, p.blocks, static_cast<int64_t>(p.smem_bytes), p.mode, p.error};
 }
 
@@ -366,7 +382,8 @@ std::vector<int64_t> persistent_plan_info(int64_t device, at::ScalarType dtype, 
 // Debugging and test hooks of the CUDA build (not part of the ops' contract).
 TORCH_LIBRARY_FRAGMENT(lstm_fused, m) {
   m.def("_cuda_kernel_counts() -> int[]", &kernel_counts);
-  m.def("_cuda_persistent_plan(int device, ScalarType dtype, bool backward, int B, int H) -> int[]",
+  m.def("_cuda_persistent_plan(int device, ScalarType dtype, bool backward, int B, int H, "
+        "int variant=0, bool peephole=False) -> int[]",
         &persistent_plan_info);
 }
 

@@ -4,7 +4,8 @@
 // Block b owns hidden units [u0, u0 + HS), u0 = b·HS (HS a multiple of 8):
 // the HS columns of W_hh (transposed: row j of the slice is W_hh[:, u0 + j])
 // stay in shared memory for all steps; dL/dh and dL/dc of its (batch row,
-// unit) pairs stay in shared memory, fp32. Per step s (processing order
+// unit) pairs, its units' peephole weights and the pairs' peephole-gradient
+// sums stay in shared memory, fp32. Per step s (processing order
 // T-1 .. 0, time t):
 //   1. pointwise, per pair: dh = grad_output[t] + dh_rec; dgates from the saved
 //      gates and cells; dc <- dct·f. dgates go to the output tensor and to the
@@ -13,13 +14,14 @@
 //      in flight across the barrier;
 //   3. grid barrier: every block's dgates of step t are in the buffer;
 //   4. dh_rec(t-1)[:, slice] = dgates_t · W_hh[:, slice] (warp GEMMs over the
-//      whole 4H, their staging loads first), partial sums summed per pair
+//      whole G·H, their staging loads first), partial sums summed per pair
 //      after one block barrier.
 // Double buffering makes one grid barrier per step enough: buffer s % 2 is
 // rewritten in step s - 2's pointwise, which follows the barrier of step s - 1,
 // which every block reaches only after its GEMM of step s. The weight
 // gradients (dW_ih, dW_hh, db) and dx are large GEMMs the caller runs on
-// dgates afterwards: no atomics anywhere, deterministic.
+// dgates afterwards; the peephole gradient is summed over the batch rows by
+// the caller: no atomics anywhere, deterministic.
 #include "persistent_common.cuh"
 
 namespace lstm_fused {
@@ -30,7 +32,7 @@ namespace {
 
 namespace cg = cooperative_groups;
 
-template <int MODE, int NTCM>
+template <int MODE, int NTCM, class Cell>
 __global__ void __launch_bounds__(kThreads, 1)
     persistent_backward_kernel(const BwdArgs<typename ModeTraits<MODE>::T> a) {
   using T = typename ModeTraits<MODE>::T;
@@ -53,10 +55,15 @@ __global__ void __launch_bounds__(kThreads, 1)
   const int HS = s.HS;
   const int Kpad = s.Kpad;
   const int u0 = blockIdx.x * HS;
-  const int64_t G4 = 4 * static_cast<int64_t>(H);
+  constexpr int G = Cell::kGates;
+  constexpr int kPeepRows = Cell::kPeephole ? Cell::kPeepRows : 0;
+  const int64_t GH = static_cast<int64_t>(G) * H;
   const int64_t npairs = static_cast<int64_t>(B) * HS;
   float* Dh = Pre + s.pre_floats;  // dL/dh_t from the recurrence, per pair
   float* Dc = Dh + npairs;         // dL/dc_t, per pair
+  float* Dp = Dc + npairs;         // (kPeepRows, npairs): dL/dp summed over steps, per pair
+  float* Ps = Dp + kPeepRows * npairs;  // (kPeepRows, HS)
+  dev::load_peepholes<Cell>(Ps, a.peep, s, u0, tid);
 
   // ---- 1. W_hh[:, u0 : u0 + HS]ᵀ in fragment order (once per launch).
   const int nslots = s.NTC * s.NC * 32;
@@ -73,18 +80,18 @@ __global__ void __launch_bounds__(kThreads, 1)
     T v[EPV];
 #pragma unroll
     for (int e = 0; e < EPV; ++e) {
-      v[e] = (u < H && k0 + e < G4) ? a.w_hh[static_cast<int64_t>(k0 + e) * H + u]
+      v[e] = (u < H && k0 + e < GH) ? a.w_hh[static_cast<int64_t>(k0 + e) * H + u]
                                     : detail::zero_of<T>();
     }
     Wsm[slot] = dev::pack16<T>(v);
   }
 
-  // ---- 2. Padding columns [4H, Kpad) of both staging buffers (rows split over
+  // ---- 2. Padding columns [GH, Kpad) of both staging buffers (rows split over
   // the blocks); first read after the first grid barrier.
   T* const gb = a.staging;
   const int64_t bufsz = static_cast<int64_t>(B) * Kpad;
   for (int b = blockIdx.x; b < B; b += gridDim.x) {
-    for (int64_t k = G4 + tid; k < Kpad; k += kThreads) {
+    for (int64_t k = GH + tid; k < Kpad; k += kThreads) {
       gb[static_cast<int64_t>(b) * Kpad + k] = detail::zero_of<T>();
       gb[bufsz + static_cast<int64_t>(b) * Kpad + k] = detail::zero_of<T>();
     }
@@ -100,11 +107,13 @@ __global__ void __launch_bounds__(kThreads, 1)
     if (b < B && u < H) {
       Dh[p] = detail::to_acc(a.grad_hn[static_cast<int64_t>(b) * H + u]);
       Dc[p] = detail::to_acc(a.grad_cn[static_cast<int64_t>(b) * H + u]);
+#pragma unroll
+      for (int r = 0; r < kPeepRows; ++r) Dp[r * npairs + p] = 0.f;
     }
   }
 
   // The pointwise inputs of one step, loaded ahead of use.
-  float pg[kPairs][4], pc[kPairs], pcp[kPairs], pgo[kPairs];
+  float pg[kPairs][G], pc[kPairs], pcp[kPairs], pgo[kPairs];
   auto prefetch = [&](int step) {
     const int t = s.reverse ? s.steps - 1 - step : step;
     const int tp = s.reverse ? t + 1 : t - 1;  // the step processed before t in the forward
@@ -116,9 +125,9 @@ __global__ void __launch_bounds__(kThreads, 1)
       const int u = u0 + pw.j;
       if (b < B && u < H) {
         const int64_t row = static_cast<int64_t>(t) * B + b;
-        const T* g = a.gates + row * G4 + u;
+        const T* g = a.gates + row * GH + u;
 #pragma unroll
-        for (int k = 0; k < 4; ++k) pg[i][k] = detail::to_acc(g[k * static_cast<int64_t>(H)]);
+        for (int k = 0; k < G; ++k) pg[i][k] = detail::to_acc(g[k * static_cast<int64_t>(H)]);
         pc[i] = detail::to_acc(a.cells[row * H + u]);
         pcp[i] = has_prev
                      ? detail::to_acc(a.cells[(static_cast<int64_t>(tp) * B + b) * H + u])
@@ -126,17 +135,19 @@ __global__ void __launch_bounds__(kThreads, 1)
         pgo[i] = detail::to_acc(a.grad_output[row * H + u]);
       } else {
 #pragma unroll
-        for (int k = 0; k < 4; ++k) pg[i][k] = 0.f;
+        for (int k = 0; k < G; ++k) pg[i][k] = 0.f;
         pc[i] = pcp[i] = pgo[i] = 0.f;
       }
     }
   };
 
   prefetch(s.steps - 1);
+  // The first pointwise step reads peephole weights other threads loaded.
+  if constexpr (Cell::kPeephole) __syncthreads();
   for (int step = s.steps - 1; step >= 0; --step) {
     const int t = s.reverse ? s.steps - 1 - step : step;
     T* gbw = gb + (step & 1) * bufsz;
-    T* dgt = a.dgates + static_cast<int64_t>(t) * B * G4;
+    T* dgt = a.dgates + static_cast<int64_t>(t) * B * GH;
 
     dev::PairWalk pw(tid, HS);
 #pragma unroll
@@ -145,16 +156,22 @@ __global__ void __launch_bounds__(kThreads, 1)
       const int b = pw.b;
       const int u = u0 + pw.j;
       if (b < B && u < H) {
-        const auto r = detail::cell_backward(pg[i][0], pg[i][1], pg[i][2], pg[i][3], pc[i],
-                                             pcp[i], pgo[i] + Dh[p], Dc[p]);
+        const auto pp = detail::peephole_of<Cell>(Ps, HS, pw.j);
+        const auto r = detail::cell_backward<Cell>(pg[i], pc[i], pcp[i], pgo[i] + Dh[p], Dc[p],
+                                                   pp.i, pp.f, pp.o);
         Dc[p] = r.dc_prev;
-        T* dst = dgt + static_cast<int64_t>(b) * G4 + u;
+        T* dst = dgt + static_cast<int64_t>(b) * GH + u;
         T* stg = gbw + static_cast<int64_t>(b) * Kpad + u;
 #pragma unroll
-        for (int k = 0; k < 4; ++k) {
+        for (int k = 0; k < G; ++k) {
           const T v = detail::from_acc<T>(r.d[k]);
           dst[k * static_cast<int64_t>(H)] = v;
           stg[k * static_cast<int64_t>(H)] = v;
+        }
+        if constexpr (Cell::kPeephole) {
+          if constexpr (Cell::kInputGate) Dp[p] += r.d[0] * pcp[i];
+          Dp[Cell::kPeepF * npairs + p] += r.d[Cell::kF] * pcp[i];
+          Dp[Cell::kPeepO * npairs + p] += r.d[Cell::kO] * pc[i];
         }
       }
     }
@@ -189,6 +206,18 @@ __global__ void __launch_bounds__(kThreads, 1)
       }
     }
   }
+
+  // ---- 4. Each pair's peephole gradient, added to its row's accumulator.
+  if (kPeepRows > 0 && a.dpeep != nullptr) {
+    for (int p = tid; p < npairs; p += kThreads) {
+      const int b = p / HS;
+      const int u = u0 + (p - b * HS);
+      if (u >= H) continue;
+      for (int r = 0; r < kPeepRows; ++r) {
+        a.dpeep[(static_cast<int64_t>(b) * kPeepRows + r) * H + u] += Dp[r * npairs + p];
+      }
+    }
+  }
 }
 
 template <int MODE>
@@ -203,7 +232,8 @@ cudaError_t launch_backward(const PersistentPlan& plan, cudaStream_t stream, int
                             typename ModeTraits<MODE>::T* dgates,
                             typename ModeTraits<MODE>::T* grad_h0,
                             typename ModeTraits<MODE>::T* grad_c0,
-                            typename ModeTraits<MODE>::T* staging) {
+                            typename ModeTraits<MODE>::T* staging,
+                            const typename ModeTraits<MODE>::T* peep, float* dpeep) {
   BwdArgs<typename ModeTraits<MODE>::T> args;
   args.s = shape_of(plan, steps, reverse);
   args.w_hh = w_hh;
@@ -217,8 +247,11 @@ cudaError_t launch_backward(const PersistentPlan& plan, cudaStream_t stream, int
   args.grad_h0 = grad_h0;
   args.grad_c0 = grad_c0;
   args.staging = staging;
+  args.peep = peep;
+  args.dpeep = dpeep;
   void* kargs[] = {&args};
-  const void* kernel = backward_kernel(static_cast<MmaMode>(MODE), ntc_bound(plan.NTC));
+  const void* kernel =
+      backward_kernel(static_cast<MmaMode>(MODE), ntc_bound(plan.NTC), plan.cell);
   const cudaError_t err = cudaLaunchCooperativeKernel(kernel, dim3(plan.blocks), dim3(kThreads),
                                                       kargs, plan.smem_bytes, stream);
   if (err != cudaSuccess) {
@@ -228,28 +261,31 @@ cudaError_t launch_backward(const PersistentPlan& plan, cudaStream_t stream, int
   return cudaGetLastError();
 }
 
-bool plan_usable(const PersistentPlan& plan, int steps) {
-  return plan.ok && plan.backward && steps > 0;
+bool plan_usable(const PersistentPlan& plan, int steps, const void* peep) {
+  return plan.ok && plan.backward && steps > 0 && (!plan.cell.peephole || peep != nullptr);
 }
 
 }  // namespace
 
-const void* backward_kernel(MmaMode mode, int ntcm) {
+const void* backward_kernel(MmaMode mode, int ntcm, CellKind cell) {
+  return with_cell(cell, [&](auto c) -> const void* {
+    using Cell = decltype(c);
 #define LSTM_FUSED_KERNEL_FOR(M)                                                          \
   case M:                                                                                 \
     return ntcm <= kNTCSmall                                                              \
                ? reinterpret_cast<const void*>(                                           \
-                     &persistent_backward_kernel<static_cast<int>(M), kNTCSmall>)         \
+                     &persistent_backward_kernel<static_cast<int>(M), kNTCSmall, Cell>)   \
                : reinterpret_cast<const void*>(                                           \
-                     &persistent_backward_kernel<static_cast<int>(M), kNTC>);
-  switch (mode) {
-    LSTM_FUSED_KERNEL_FOR(MmaMode::kBF16)
-    LSTM_FUSED_KERNEL_FOR(MmaMode::kF16)
-    LSTM_FUSED_KERNEL_FOR(MmaMode::kTF32)
-    LSTM_FUSED_KERNEL_FOR(MmaMode::k3xTF32)
-  }
+                     &persistent_backward_kernel<static_cast<int>(M), kNTC, Cell>);
+    switch (mode) {
+      LSTM_FUSED_KERNEL_FOR(MmaMode::kBF16)
+      LSTM_FUSED_KERNEL_FOR(MmaMode::kF16)
+      LSTM_FUSED_KERNEL_FOR(MmaMode::kTF32)
+      LSTM_FUSED_KERNEL_FOR(MmaMode::k3xTF32)
+    }
 #undef LSTM_FUSED_KERNEL_FOR
-  return nullptr;
+    return nullptr;
+  });
 }
 
 }  // namespace persistent
@@ -258,17 +294,18 @@ cudaError_t persistent_backward(const PersistentPlan& plan, cudaStream_t stream,
                                 bool reverse, const float* w_hh, const float* gates,
                                 const float* cells, const float* c0, const float* grad_output,
                                 const float* grad_hn, const float* grad_cn, float* dgates,
-                                float* grad_h0, float* grad_c0, float* staging) {
-  if (!persistent::plan_usable(plan, steps)) return cudaErrorInvalidValue;
+                                float* grad_h0, float* grad_c0, float* staging,
+                                const float* peep, float* dpeep) {
+  if (!persistent::plan_usable(plan, steps, peep)) return cudaErrorInvalidValue;
   if (plan.mode == static_cast<int>(MmaMode::kTF32)) {
     return persistent::launch_backward<static_cast<int>(MmaMode::kTF32)>(
         plan, stream, steps, reverse, w_hh, gates, cells, c0, grad_output, grad_hn, grad_cn,
-        dgates, grad_h0, grad_c0, staging);
+        dgates, grad_h0, grad_c0, staging, peep, dpeep);
   }
   if (plan.mode == static_cast<int>(MmaMode::k3xTF32)) {
     return persistent::launch_backward<static_cast<int>(MmaMode::k3xTF32)>(
         plan, stream, steps, reverse, w_hh, gates, cells, c0, grad_output, grad_hn, grad_cn,
-        dgates, grad_h0, grad_c0, staging);
+        dgates, grad_h0, grad_c0, staging, peep, dpeep);
   }
   return cudaErrorInvalidValue;
 }
@@ -278,13 +315,14 @@ cudaError_t persistent_backward(const PersistentPlan& plan, cudaStream_t stream,
                                 const __half* cells, const __half* c0,
                                 const __half* grad_output, const __half* grad_hn,
                                 const __half* grad_cn, __half* dgates, __half* grad_h0,
-                                __half* grad_c0, __half* staging) {
-  if (!persistent::plan_usable(plan, steps) || plan.mode != static_cast<int>(MmaMode::kF16)) {
+                                __half* grad_c0, __half* staging, const __half* peep,
+                                float* dpeep) {
+  if (!persistent::plan_usable(plan, steps, peep) || plan.mode != static_cast<int>(MmaMode::kF16)) {
     return cudaErrorInvalidValue;
   }
   return persistent::launch_backward<static_cast<int>(MmaMode::kF16)>(
       plan, stream, steps, reverse, w_hh, gates, cells, c0, grad_output, grad_hn, grad_cn,
-      dgates, grad_h0, grad_c0, staging);
+      dgates, grad_h0, grad_c0, staging, peep, dpeep);
 }
 
 cudaError_t persistent_backward(const PersistentPlan& plan, cudaStream_t stream, int steps,
@@ -293,13 +331,14 @@ cudaError_t persistent_backward(const PersistentPlan& plan, cudaStream_t stream,
                                 const __nv_bfloat16* c0, const __nv_bfloat16* grad_output,
                                 const __nv_bfloat16* grad_hn, const __nv_bfloat16* grad_cn,
                                 __nv_bfloat16* dgates, __nv_bfloat16* grad_h0,
-                                __nv_bfloat16* grad_c0, __nv_bfloat16* staging) {
-  if (!persistent::plan_usable(plan, steps) || plan.mode != static_cast<int>(MmaMode::kBF16)) {
+                                __nv_bfloat16* grad_c0, __nv_bfloat16* staging,
+                                const __nv_bfloat16* peep, float* dpeep) {
+  if (!persistent::plan_usable(plan, steps, peep) || plan.mode != static_cast<int>(MmaMode::kBF16)) {
     return cudaErrorInvalidValue;
   }
   return persistent::launch_backward<static_cast<int>(MmaMode::kBF16)>(
       plan, stream, steps, reverse, w_hh, gates, cells, c0, grad_output, grad_hn, grad_cn,
-      dgates, grad_h0, grad_c0, staging);
+      dgates, grad_h0, grad_c0, staging, peep, dpeep);
 }
 
 }  // namespace cuda

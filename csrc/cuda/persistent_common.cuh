@@ -4,10 +4,14 @@
 //
 // The recurrent product of one step, for the block's slice, is
 //   C (B x NCOL) = A (B x K) · Wsᵀ          (fp32 accumulation)
-// forward:  A = h_{t-1} (K = H),      Ws = the block's 4·HS rows of W_hh
-//           (column j of C = gate j / HS of unit u0 + j % HS);
-// backward: A = dgates_t (K = 4H),    Ws = the block's HS columns of W_hh,
+// forward:  A = h_{t-1} (K = H),      Ws = the block's G·HS rows of W_hh
+//           (column j of C = gate j / HS of unit u0 + j % HS; G·HS rounded
+//           up to whole n-tiles, the extra columns zero);
+// backward: A = dgates_t (K = G·H),   Ws = the block's HS columns of W_hh,
 //           transposed (column j of C = dL/dh_{t-1} of unit u0 + j).
+// G is the cell's number of gate blocks (4, or 3 without an input gate,
+// ../cell_variants.h). The kernels are compiled per cell: a cell chosen
+// inside the kernel made the forward spill registers.
 // A lives in a global staging buffer (B rows, row stride Kpad, zero padding
 // past K) that every block reads each step from L2; Ws lives in shared memory
 // for the whole sequence, pre-arranged in the tensor-core fragment order.
@@ -88,31 +92,34 @@ template <typename T>
 struct FwdArgs {
   Shape s;
   int need_grad;
-  const T* w_hh;   // (4H, H)
+  const T* w_hh;   // (GH, H)
   const T* h0;     // (B, H)
   const T* c0;     // (B, H)
-  T* gates;        // (T, B, 4H) in: x-projection; out: activated gates (need_grad)
+  T* gates;        // (T, B, GH) in: x-projection; out: activated gates (need_grad)
   T* output;       // (T, B, H)
   T* cells;        // (T, B, H), need_grad only
   T* h_n;          // (B, H)
   T* c_n;          // (B, H)
   T* staging;      // (2, B, Kpad)
+  const T* peep;   // (Cell::kPeepRows, H) with peepholes, else null
 };
 
 template <typename T>
 struct BwdArgs {
   Shape s;
-  const T* w_hh;         // (4H, H)
-  const T* gates;        // (T, B, 4H)
+  const T* w_hh;         // (GH, H)
+  const T* gates;        // (T, B, GH)
   const T* cells;        // (T, B, H)
   const T* c0;           // (B, H)
   const T* grad_output;  // (T, B, H)
   const T* grad_hn;      // (B, H)
   const T* grad_cn;      // (B, H)
-  T* dgates;             // (T, B, 4H)
+  T* dgates;             // (T, B, GH)
   T* grad_h0;            // (B, H)
   T* grad_c0;            // (B, H)
   T* staging;            // (2, B, Kpad)
+  const T* peep;         // (Cell::kPeepRows, H) with peepholes, else null
+  float* dpeep;          // (B, Cell::kPeepRows, H), added to; or null
 };
 
 inline Shape shape_of(const PersistentPlan& p, int steps, bool reverse) {
@@ -135,35 +142,38 @@ inline Shape shape_of(const PersistentPlan& p, int steps, bool reverse) {
 }
 
 // Kernel entry points (for the planner's occupancy queries and the launches),
-// by mode and n-tile bound (kNTCSmall or kNTC).
-const void* forward_kernel(MmaMode mode, int ntcm);
-const void* backward_kernel(MmaMode mode, int ntcm);
+// by mode, n-tile bound (kNTCSmall or kNTC) and cell.
+const void* forward_kernel(MmaMode mode, int ntcm, CellKind cell);
+const void* backward_kernel(MmaMode mode, int ntcm, CellKind cell);
 inline int ntc_bound(int ntc) { return ntc <= kNTCSmall ? kNTCSmall : kNTC; }
 
 // A plan that is not ok: no persistent launch for this (mode, direction, B, H).
-inline PersistentPlan no_plan(MmaMode mode, bool backward, int B, int H) {
+inline PersistentPlan no_plan(MmaMode mode, bool backward, int B, int H, CellKind cell) {
   PersistentPlan p;
   p.mode = static_cast<int>(mode);
   p.backward = backward;
   p.B = B;
   p.H = H;
+  p.cell = cell;
   return p;
 }
 
-// The launch shape for (mode, direction, B, H) on a device with `sms`
+// The launch shape for (mode, direction, B, H, cell) on a device with `sms`
 // multiprocessors and `smem_limit` bytes of dynamic shared memory per block;
 // per_sm(ntcm, smem) says how many blocks of the kernel instance for n-tile
 // bound ntcm fit on one SM with smem bytes (< 0: the kernel is unusable).
 // Pure host logic (the CPU simulation plans with it too).
 template <class PerSm>
-PersistentPlan plan_shape(MmaMode mode, bool backward, int B, int H, int sms,
+PersistentPlan plan_shape(MmaMode mode, bool backward, int B, int H, CellKind cell, int sms,
                           size_t smem_limit, PerSm&& per_sm) {
-  PersistentPlan p = no_plan(mode, backward, B, H);
+  PersistentPlan p = no_plan(mode, backward, B, H, cell);
   // Index arithmetic inside the kernels (B·Kpad, slot counts) stays in int.
   if (B < 1 || B > kMaxBatch || H < 1 || H > (1 << 20) || sms < 1) return p;
 
   const int kch = chunk_width(p.mode);
-  const int K = backward ? 4 * H : H;
+  const int G = static_cast<int>(cell.gates());
+  const int peep_rows = cell.peephole ? static_cast<int>(cell.peephole_rows()) : 0;
+  const int K = backward ? G * H : H;
   const int NC = (K + kch - 1) / kch;
   const int MT = (B + 15) / 16;
   int WM = 1;
@@ -171,20 +181,23 @@ PersistentPlan plan_shape(MmaMode mode, bool backward, int B, int H, int sms,
   if (WM > kWarps) return p;
   const int WK = kWarps / WM;
 
-  // Hidden units per block: a multiple of 2 forward (4·HS columns in n-tiles
-  // of 8), of 8 backward (HS columns); at most kNTC n-tiles. The smallest HS
-  // whose grid is co-resident wins (most blocks, least shared memory each).
+  // Hidden units per block: a multiple of 2 forward (G·HS columns, rounded up
+  // to n-tiles of 8), of 8 backward (HS columns); at most kNTC n-tiles. The
+  // smallest HS whose grid is co-resident wins (most blocks, least shared
+  // memory each).
   const int step = backward ? 8 : 2;
-  const int max_hs = backward ? 8 * kNTC : 2 * kNTC;
-  for (int HS = step; HS <= max_hs; HS += step) {
+  for (int HS = step;; HS += step) {
     const int blocks = (H + HS - 1) / HS;
-    const int ncol = backward ? HS : 4 * HS;
+    const int ncol = backward ? HS : (G * HS + 7) / 8 * 8;
     const int ntc = ncol / 8;
+    if (ntc > kNTC) break;
     if (static_cast<int64_t>(B) * HS > static_cast<int64_t>(kPairs) * kThreads) break;
     const int ps = (ncol + 31) / 32 * 32 + 8;  // float2 stores of a half-warp: 32 banks
     const size_t w_bytes = static_cast<size_t>(ntc) * NC * 32 * sizeof(uint4);
     const size_t pre_floats = static_cast<size_t>(WK) * 16 * MT * ps;
-    const size_t state_floats = static_cast<size_t>(backward ? 2 : 1) * B * HS;
+    const size_t pairs = static_cast<size_t>(B) * HS;
+    const size_t state_floats = (backward ? 2 + peep_rows : 1) * pairs +
+                                static_cast<size_t>(peep_rows) * HS;
     const size_t smem = w_bytes + (pre_floats + state_floats) * sizeof(float);
     if (smem > smem_limit) break;                  // grows with HS
     if (blocks > 64 * static_cast<int64_t>(sms)) continue;  // cannot be co-resident
@@ -212,6 +225,20 @@ PersistentPlan plan_shape(MmaMode mode, bool backward, int B, int H, int sms,
 }
 
 namespace dev {
+
+// The block's peephole weights p[r][j] = peep[r][u0 + j] (j < HS, zero past
+// H), fp32 in shared memory, read by the epilogue through peephole_of.
+template <class Cell, typename T>
+__device__ __forceinline__ void load_peepholes(float* Ps, const T* peep, const Shape& s, int u0,
+                                               int tid) {
+  if constexpr (Cell::kPeephole) {
+    for (int idx = tid; idx < Cell::kPeepRows * s.HS; idx += kThreads) {
+      const int r = idx / s.HS;
+      const int u = u0 + (idx - r * s.HS);
+      Ps[idx] = u < s.H ? detail::to_acc(peep[static_cast<int64_t>(r) * s.H + u]) : 0.f;
+    }
+  }
+}
 
 // Packs 16 bytes of T (8 halves or 4 floats) into one uint4, in memory order.
 template <typename T>

@@ -1,11 +1,11 @@
 // The persistent forward kernel: one cooperative launch runs all T steps of one
 // layer/direction (see persistent_common.cuh for the tiling).
 //
-// Block b owns hidden units [u0, u0 + HS), u0 = b·HS, with all four gates:
-// the 4·HS rows of W_hh (gate-major: column j of the slice is row
-// (j / HS)·H + u0 + j % HS) stay in shared memory for all steps, and so does c
-// of its (batch row, unit) pairs, in fp32. h_t goes through
-// the global staging buffer, double-buffered: step s reads buffer s % 2 and
+// Block b owns hidden units [u0, u0 + HS), u0 = b·HS, with all G gates:
+// the G·HS rows of W_hh (gate-major: column j of the slice is row
+// (j / HS)·H + u0 + j % HS) stay in shared memory for all steps, and so do c
+// of its (batch row, unit) pairs and its units' peephole weights, in fp32.
+// h_t goes through the global staging buffer, double-buffered: step s reads buffer s % 2 and
 // writes buffer (s + 1) % 2, so one grid barrier per step orders everything:
 //   - the writes of h_s (epilogue of step s) precede the barrier that precedes
 //     the reads of step s + 1;
@@ -26,7 +26,7 @@ namespace {
 
 namespace cg = cooperative_groups;
 
-template <int MODE, int NTCM>
+template <int MODE, int NTCM, class Cell>
 __global__ void __launch_bounds__(kThreads, 1)
     persistent_forward_kernel(const FwdArgs<typename ModeTraits<MODE>::T> a) {
   using T = typename ModeTraits<MODE>::T;
@@ -49,7 +49,8 @@ __global__ void __launch_bounds__(kThreads, 1)
   const int HS = s.HS;
   const int Kpad = s.Kpad;
   const int u0 = blockIdx.x * HS;
-  const int64_t G4 = 4 * static_cast<int64_t>(H);
+  constexpr int G = Cell::kGates;
+  const int64_t GH = static_cast<int64_t>(G) * H;
 
   // ---- 1. The block's W_hh rows, in fragment order (once per launch).
   const int nslots = s.NTC * s.NC * 32;
@@ -61,12 +62,12 @@ __global__ void __launch_bounds__(kThreads, 1)
     const int cn = slot >> 5;
     const int c = cn % s.NC;
     const int nt = cn / s.NC;
-    const int col = nt * 8 + (l >> 2);  // < 8·NTC = 4·HS
+    const int col = nt * 8 + (l >> 2);  // < 8·NTC: G·HS and the n-tile's padding
     const int gate = col / HS;
     const int u = u0 + (col - gate * HS);
     const int k0 = c * KCH + (l & 3) * EPV;
     T v[EPV];
-    if (u < H) {
+    if (gate < G && u < H) {
       const T* src = a.w_hh + (static_cast<int64_t>(gate) * H + u) * H;
 #pragma unroll
       for (int e = 0; e < EPV; ++e) v[e] = (k0 + e < H) ? src[k0 + e] : detail::zero_of<T>();
@@ -97,6 +98,8 @@ __global__ void __launch_bounds__(kThreads, 1)
   // fastest), kept in shared memory (registers go to the GEMM). Only this thread
   // ever touches Cs[p]. The planner guarantees B·HS <= kPairs·kThreads.
   float* Cs = Pre + s.pre_floats;
+  float* Ps = Cs + static_cast<int64_t>(B) * HS;  // (Cell::kPeepRows, HS)
+  dev::load_peepholes<Cell>(Ps, a.peep, s, u0, tid);
 #pragma unroll
   for (int i = 0; i < kPairs; ++i) {
     const int p = tid + i * kThreads;
@@ -106,31 +109,31 @@ __global__ void __launch_bounds__(kThreads, 1)
   }
 
   // x-projection (biases folded in) of a step's pairs: independent of h.
-  float xr[kPairs][4];
+  float xr[kPairs][G];
   auto load_xproj = [&](int step) {
     const int t = s.reverse ? s.steps - 1 - step : step;
-    const T* gt = a.gates + static_cast<int64_t>(t) * B * G4 + u0;
+    const T* gt = a.gates + static_cast<int64_t>(t) * B * GH + u0;
     dev::PairWalk pw(tid, HS);
 #pragma unroll
     for (int i = 0; i < kPairs; ++i, pw.next()) {
 #pragma unroll
-      for (int k = 0; k < 4; ++k) xr[i][k] = 0.f;
+      for (int k = 0; k < G; ++k) xr[i][k] = 0.f;
       if (pw.b < B && u0 + pw.j < H) {
-        const T* src = gt + static_cast<int64_t>(pw.b) * G4 + pw.j;
+        const T* src = gt + static_cast<int64_t>(pw.b) * GH + pw.j;
 #pragma unroll
-        for (int k = 0; k < 4; ++k) xr[i][k] = detail::to_acc(src[k * H]);
+        for (int k = 0; k < G; ++k) xr[i][k] = detail::to_acc(src[k * H]);
       }
     }
   };
   load_xproj(0);
 
-  grid.sync();  // W in shared memory, staging buffer 0 and the padding everywhere
+  grid.sync();  // W and peepholes in shared memory, staging buffer 0 and the padding everywhere
 
   for (int step = 0; step < s.steps; ++step) {
     const int t = s.reverse ? s.steps - 1 - step : step;
     const T* hcur = hb + (step & 1) * bufsz;
     T* hnxt = hb + ((step & 1) ^ 1) * bufsz;
-    T* gt = a.gates + static_cast<int64_t>(t) * B * G4;
+    T* gt = a.gates + static_cast<int64_t>(t) * B * GH;
     const int64_t ot = static_cast<int64_t>(t) * B * H;
 
     {
@@ -149,10 +152,13 @@ __global__ void __launch_bounds__(kThreads, 1)
       const int j = pw.j;
       const int u = u0 + j;
       if (b < B && u < H) {
-        float pre[4];
+        float pre[G];
 #pragma unroll
-        for (int k = 0; k < 4; ++k) pre[k] = xr[i][k] + dev::sum_partials(Pre, s, b, k * HS + j);
-        const auto st = detail::cell_forward(pre, Cs[p]);
+        for (int k = 0; k < G; ++k) {
+          pre[k] = xr[i][k] + dev::sum_partials(Pre, s, b, k * HS + j);
+        }
+        const auto pp = detail::peephole_of<Cell>(Ps, HS, j);
+        const auto st = detail::cell_forward<Cell>(pre, Cs[p], pp.i, pp.f, pp.o);
         const float cn = st.c;
         Cs[p] = cn;
         const T hv = detail::from_acc<T>(st.h);
@@ -163,11 +169,8 @@ __global__ void __launch_bounds__(kThreads, 1)
           a.c_n[static_cast<int64_t>(b) * H + u] = detail::from_acc<T>(cn);
         }
         if (a.need_grad) {
-          T* dst = gt + static_cast<int64_t>(b) * G4 + u;  // read above by this thread only
-          dst[0] = detail::from_acc<T>(st.i);
-          dst[H] = detail::from_acc<T>(st.f);
-          dst[2 * static_cast<int64_t>(H)] = detail::from_acc<T>(st.g);
-          dst[3 * static_cast<int64_t>(H)] = detail::from_acc<T>(st.o);
+          // read above by this thread only
+          detail::store_gates<Cell>(gt + static_cast<int64_t>(b) * GH + u, H, st);
           a.cells[ot + static_cast<int64_t>(b) * H + u] = detail::from_acc<T>(cn);
         }
       }
@@ -190,7 +193,8 @@ cudaError_t launch_forward(const PersistentPlan& plan, cudaStream_t stream, int 
                            typename ModeTraits<MODE>::T* output,
                            typename ModeTraits<MODE>::T* cells, typename ModeTraits<MODE>::T* h_n,
                            typename ModeTraits<MODE>::T* c_n,
-                           typename ModeTraits<MODE>::T* staging) {
+                           typename ModeTraits<MODE>::T* staging,
+                           const typename ModeTraits<MODE>::T* peep) {
   FwdArgs<typename ModeTraits<MODE>::T> args;
   args.s = shape_of(plan, steps, reverse);
   args.need_grad = need_grad ? 1 : 0;
@@ -203,8 +207,10 @@ cudaError_t launch_forward(const PersistentPlan& plan, cudaStream_t stream, int 
   args.h_n = h_n;
   args.c_n = c_n;
   args.staging = staging;
+  args.peep = peep;
   void* kargs[] = {&args};
-  const void* kernel = forward_kernel(static_cast<MmaMode>(MODE), ntc_bound(plan.NTC));
+  const void* kernel =
+      forward_kernel(static_cast<MmaMode>(MODE), ntc_bound(plan.NTC), plan.cell);
   const cudaError_t err = cudaLaunchCooperativeKernel(kernel, dim3(plan.blocks), dim3(kThreads),
                                                       kargs, plan.smem_bytes, stream);
   if (err != cudaSuccess) {
@@ -214,28 +220,33 @@ cudaError_t launch_forward(const PersistentPlan& plan, cudaStream_t stream, int 
   return cudaGetLastError();
 }
 
-bool plan_usable(const PersistentPlan& plan, int steps, bool need_grad, const void* cells) {
-  return plan.ok && !plan.backward && steps > 0 && (!need_grad || cells != nullptr);
+bool plan_usable(const PersistentPlan& plan, int steps, bool need_grad, const void* cells,
+                 const void* peep) {
+  return plan.ok && !plan.backward && steps > 0 && (!need_grad || cells != nullptr) &&
+         (!plan.cell.peephole || peep != nullptr);
 }
 
 }  // namespace
 
-const void* forward_kernel(MmaMode mode, int ntcm) {
+const void* forward_kernel(MmaMode mode, int ntcm, CellKind cell) {
+  return with_cell(cell, [&](auto c) -> const void* {
+    using Cell = decltype(c);
 #define LSTM_FUSED_KERNEL_FOR(M)                                                            \
   case M:                                                                                   \
     return ntcm <= kNTCSmall                                                                \
                ? reinterpret_cast<const void*>(                                             \
-                     &persistent_forward_kernel<static_cast<int>(M), kNTCSmall>)            \
+                     &persistent_forward_kernel<static_cast<int>(M), kNTCSmall, Cell>)      \
                : reinterpret_cast<const void*>(                                             \
-                     &persistent_forward_kernel<static_cast<int>(M), kNTC>);
-  switch (mode) {
-    LSTM_FUSED_KERNEL_FOR(MmaMode::kBF16)
-    LSTM_FUSED_KERNEL_FOR(MmaMode::kF16)
-    LSTM_FUSED_KERNEL_FOR(MmaMode::kTF32)
-    LSTM_FUSED_KERNEL_FOR(MmaMode::k3xTF32)
-  }
+                     &persistent_forward_kernel<static_cast<int>(M), kNTC, Cell>);
+    switch (mode) {
+      LSTM_FUSED_KERNEL_FOR(MmaMode::kBF16)
+      LSTM_FUSED_KERNEL_FOR(MmaMode::kF16)
+      LSTM_FUSED_KERNEL_FOR(MmaMode::kTF32)
+      LSTM_FUSED_KERNEL_FOR(MmaMode::k3xTF32)
+    }
 #undef LSTM_FUSED_KERNEL_FOR
-  return nullptr;
+    return nullptr;
+  });
 }
 
 }  // namespace persistent
@@ -243,17 +254,18 @@ const void* forward_kernel(MmaMode mode, int ntcm) {
 cudaError_t persistent_forward(const PersistentPlan& plan, cudaStream_t stream, int steps,
                                bool reverse, bool need_grad, const float* w_hh, const float* h0,
                                const float* c0, float* gates, float* output, float* cells,
-                               float* h_n, float* c_n, float* staging) {
-  if (!persistent::plan_usable(plan, steps, need_grad, cells)) return cudaErrorInvalidValue;
+                               float* h_n, float* c_n, float* staging,
+                               const float* peep) {
+  if (!persistent::plan_usable(plan, steps, need_grad, cells, peep)) return cudaErrorInvalidValue;
   if (plan.mode == static_cast<int>(MmaMode::kTF32)) {
     return persistent::launch_forward<static_cast<int>(MmaMode::kTF32)>(
         plan, stream, steps, reverse, need_grad, w_hh, h0, c0, gates, output, cells, h_n, c_n,
-        staging);
+        staging, peep);
   }
   if (plan.mode == static_cast<int>(MmaMode::k3xTF32)) {
     return persistent::launch_forward<static_cast<int>(MmaMode::k3xTF32)>(
         plan, stream, steps, reverse, need_grad, w_hh, h0, c0, gates, output, cells, h_n, c_n,
-        staging);
+        staging, peep);
   }
   return cudaErrorInvalidValue;
 }
@@ -261,28 +273,29 @@ cudaError_t persistent_forward(const PersistentPlan& plan, cudaStream_t stream, 
 cudaError_t persistent_forward(const PersistentPlan& plan, cudaStream_t stream, int steps,
                                bool reverse, bool need_grad, const __half* w_hh, const __half* h0,
                                const __half* c0, __half* gates, __half* output, __half* cells,
-                               __half* h_n, __half* c_n, __half* staging) {
-  if (!persistent::plan_usable(plan, steps, need_grad, cells) ||
+                               __half* h_n, __half* c_n, __half* staging,
+                               const __half* peep) {
+  if (!persistent::plan_usable(plan, steps, need_grad, cells, peep) ||
       plan.mode != static_cast<int>(MmaMode::kF16)) {
     return cudaErrorInvalidValue;
   }
   return persistent::launch_forward<static_cast<int>(MmaMode::kF16)>(
       plan, stream, steps, reverse, need_grad, w_hh, h0, c0, gates, output, cells, h_n, c_n,
-      staging);
+      staging, peep);
 }
 
 cudaError_t persistent_forward(
     const PersistentPlan& plan, cudaStream_t stream, int steps, bool reverse, bool need_grad,
     const __nv_bfloat16* w_hh, const __nv_bfloat16* h0, const __nv_bfloat16* c0,
     __nv_bfloat16* gates, __nv_bfloat16* output, __nv_bfloat16* cells, __nv_bfloat16* h_n,
-    __nv_bfloat16* c_n, __nv_bfloat16* staging) {
-  if (!persistent::plan_usable(plan, steps, need_grad, cells) ||
+    __nv_bfloat16* c_n, __nv_bfloat16* staging, const __nv_bfloat16* peep) {
+  if (!persistent::plan_usable(plan, steps, need_grad, cells, peep) ||
       plan.mode != static_cast<int>(MmaMode::kBF16)) {
     return cudaErrorInvalidValue;
   }
   return persistent::launch_forward<static_cast<int>(MmaMode::kBF16)>(
       plan, stream, steps, reverse, need_grad, w_hh, h0, c0, gates, output, cells, h_n, c_n,
-      staging);
+      staging, peep);
 }
 
 }  // namespace cuda

@@ -1,7 +1,7 @@
 // Launch planning of the persistent kernels: the hidden units per block, the
 // warp grid and the shared memory, checked against the device (shared memory
 // per block, co-residency of the whole grid for the cooperative launch).
-// Plans are cached per (device, mode, direction, B, H).
+// Plans are cached per (device, mode, direction, B, H, cell).
 #include <map>
 #include <mutex>
 #include <tuple>
@@ -70,14 +70,14 @@ bool prepare_kernel(const void* kernel, int optin, int* dyn_limit, int* error,
 
 // *definitive is set false when a runtime call failed (for instance inside a
 // stream capture that forbids it): such an outcome is not cached.
-PersistentPlan make_plan(int device, MmaMode mode, bool backward, int B, int H,
+PersistentPlan make_plan(int device, MmaMode mode, bool backward, int B, int H, CellKind cell,
                          bool* definitive) {
   *definitive = true;
   const DeviceFacts f = device_facts(device, definitive);
   int prepared_ntcm = 0, dyn_limit = 0, error = 0;
   auto per_sm = [&](int ntcm, size_t smem) -> int {
-    const void* kernel = backward ? persistent::backward_kernel(mode, ntcm)
-                                  : persistent::forward_kernel(mode, ntcm);
+    const void* kernel = backward ? persistent::backward_kernel(mode, ntcm, cell)
+                                  : persistent::forward_kernel(mode, ntcm, cell);
     if (ntcm != prepared_ntcm) {
       if (!prepare_kernel(kernel, f.optin_smem, &dyn_limit, &error, definitive)) return -1;
       prepared_ntcm = ntcm;
@@ -94,9 +94,9 @@ PersistentPlan make_plan(int device, MmaMode mode, bool backward, int B, int H,
     return fit;
   };
   if (!f.ok) {
-    return no_plan(mode, backward, B, H);
+    return no_plan(mode, backward, B, H, cell);
   }
-  PersistentPlan p = persistent::plan_shape(mode, backward, B, H, f.sms,
+  PersistentPlan p = persistent::plan_shape(mode, backward, B, H, cell, f.sms,
                                             static_cast<size_t>(f.optin_smem), per_sm);
   if (!p.ok) p.error = error;
   return p;
@@ -104,11 +104,13 @@ PersistentPlan make_plan(int device, MmaMode mode, bool backward, int B, int H,
 
 }  // namespace
 
-PersistentPlan plan_persistent(int device, MmaMode mode, bool backward, int B, int H) {
-  using Key = std::tuple<int, int, bool, int, int>;
+PersistentPlan plan_persistent(int device, MmaMode mode, bool backward, int B, int H,
+                               CellKind cell) {
+  using Key = std::tuple<int, int, bool, int, int, int, bool>;
   static std::mutex mu;
   static std::map<Key, PersistentPlan> cache;
-  const Key key{device, static_cast<int>(mode), backward, B, H};
+  const Key key{device, static_cast<int>(mode), backward, B, H, static_cast<int>(cell.variant),
+                cell.peephole};
   {
     std::lock_guard<std::mutex> lock(mu);
     const auto it = cache.find(key);
@@ -119,10 +121,10 @@ PersistentPlan plan_persistent(int device, MmaMode mode, bool backward, int B, i
   int current = -1;
   if (cudaGetDevice(&current) != cudaSuccess || current != device) {
     (void)cudaGetLastError();
-    return no_plan(mode, backward, B, H);
+    return no_plan(mode, backward, B, H, cell);
   }
   bool definitive = true;
-  const PersistentPlan p = make_plan(device, mode, backward, B, H, &definitive);
+  const PersistentPlan p = make_plan(device, mode, backward, B, H, cell, &definitive);
   if (definitive) {
     std::lock_guard<std::mutex> lock(mu);
     cache.emplace(key, p);

@@ -10,26 +10,10 @@ namespace kernels {
 
 using detail::acc_t;
 using detail::from_acc;
+using detail::peephole_of;
 using detail::to_acc;
 
 constexpr int kPwThreads = 256;
-
-// Unit u's peephole weights (i, f, o) when Cell has them, else zeros (unread).
-template <typename A>
-struct Peephole {
-  A i, f, o;
-};
-template <class Cell, typename T>
-__device__ __forceinline__ Peephole<acc_t<T>> peephole_of(const T* peep, int64_t H, int64_t u) {
-  using A = acc_t<T>;
-  Peephole<A> p{A(0), A(0), A(0)};
-  if constexpr (Cell::kPeephole) {
-    if constexpr (Cell::kInputGate) p.i = to_acc(peep[u]);
-    p.f = to_acc(peep[Cell::kPeepF * H + u]);
-    p.o = to_acc(peep[Cell::kPeepO * H + u]);
-  }
-  return p;
-}
 
 // One cell variant (../cell_variants.h) per instantiation: gates hold
 // Cell::kGates blocks of H per row; peep (Cell::kPeepRows, H) when Cell has
@@ -58,10 +42,7 @@ __global__ void __launch_bounds__(kPwThreads)
     const auto p = peephole_of<Cell>(peep, H, u);
     // c_prev may alias c_out: read before the write, same element, same thread.
     const auto s = detail::cell_forward<Cell>(pre, to_acc(c_prev[idx]), p.i, p.f, p.o);
-    if constexpr (Cell::kInputGate) g[u] = from_acc<T>(s.i);
-    g[Cell::kF * H + u] = from_acc<T>(s.f);
-    g[Cell::kG * H + u] = from_acc<T>(s.g);
-    g[Cell::kO * H + u] = from_acc<T>(s.o);
+    detail::store_gates<Cell>(g + u, H, s);
     c_out[idx] = from_acc<T>(s.c);
     h_out[idx] = from_acc<T>(s.h);
     if (h_copy != nullptr) h_copy[idx] = from_acc<T>(s.h);

@@ -1,10 +1,12 @@
 """The cell variants side by side with the standard cell of the same size:
-``python -m lstm_fused.bench.variants [--cases T,B,H ...] [--dtype float32]``.
+``python -m lstm_fused.bench.variants [--cases T,B,H ...] [--dtype float32]
+[--device cpu|cuda]``.
 
 Each variant is first checked against the float64 reference of its equations
-(lstm_fused._reference) on the case's first steps, then the contenders are
-timed round-robin (inference, and forward+backward), medians over rounds;
-the table gives each time and its ratio to the standard cell's."""
+(lstm_fused._reference, on the CPU) on the case's first steps, then the
+contenders are timed round-robin (inference, and forward+backward; CUDA events
+on the GPU), medians over rounds; the table gives each time and its ratio to
+the standard cell's."""
 import argparse
 import statistics
 import sys
@@ -12,7 +14,7 @@ import sys
 import torch
 
 from .machine import cpu_model
-from .timing import cpu_block_seconds
+from .timing import round_robin, run_once
 
 CONTENDERS = {
     "standard": {},
@@ -34,28 +36,34 @@ def check(module, x, steps=10):
     x = x[:steps].detach().requires_grad_()
     out, (h, c) = module(x)
     gx, = torch.autograd.grad(out.float().sum() + c.float().sum(), x)
-    weights = [getattr(module, n).detach().double() for n in module._flat_weights_names]
+    weights = [getattr(module, n).detach().cpu().double() for n in module._flat_weights_names]
     groups = _layer_weights(weights, module.num_layers, 1, module.bias, module.proj_size, module.peephole)
-    x64 = x.detach().double().requires_grad_()
+    x64 = x.detach().cpu().double().requires_grad_()
     B, H = x.shape[1], module.hidden_size
     zeros = torch.zeros(module.num_layers, B, H, dtype=torch.float64)
     ro, _, rc = _reference.stack(x64, groups, zeros, zeros, variant=module.variant)
     rgx, = torch.autograd.grad(ro.sum() + rc.sum(), x64)
 
     def err(a, b):
-        return ((a.double() - b).abs().max() / b.abs().max().clamp_min(1e-6)).item()
+        return ((a.cpu().double() - b).abs().max() / b.abs().max().clamp_min(1e-6)).item()
 
     return max(err(out, ro), err(gx, rgx))
 
 
-def run_case(T, B, H, dtype, rounds, budget_s):
+def lstm_fused_path():
     import lstm_fused
 
-    x = torch.randn(T, B, H, dtype=dtype)
+    return lstm_fused.get_path()
+
+
+def run_case(T, B, H, dtype, rounds, budget_s, device="cpu"):
+    import lstm_fused
+
+    x = torch.randn(T, B, H, dtype=dtype, device=device)
     modules = {}
     for name, kw in CONTENDERS.items():
         torch.manual_seed(0)
-        modules[name] = lstm_fused.LSTM(H, H, **kw).to(dtype)
+        modules[name] = lstm_fused.LSTM(H, H, **kw).to(device=device, dtype=dtype)
     rows = {name: {"check": check(m, x)} for name, m in modules.items()}
     xg = x.clone().requires_grad_()
 
@@ -68,16 +76,13 @@ def run_case(T, B, H, dtype, rounds, budget_s):
         (out.float().sum() + c.float().sum()).backward()
 
     for what, fn in (("inference", infer), ("fwd+bwd", train)):
+        entries = []
         for m in modules.values():
-            fn(m)  # warm-up: engine choice, caches
-        per_call = max(cpu_block_seconds(lambda: fn(modules["standard"]), 1), 1e-6)
-        number = max(1, int(budget_s / per_call / (rounds * len(modules))))
-        times = {name: [] for name in modules}
-        for _ in range(rounds):
-            for name, m in modules.items():
-                times[name].append(cpu_block_seconds(lambda m=m: fn(m), number))
-        for name in modules:
-            rows[name][what] = statistics.median(times[name]) * 1e3
+            run_once(device, lambda m=m: fn(m))  # warm-up: engine choice, plans, caches
+            entries.append((lambda: None, lambda m=m: fn(m), run_once(device, lambda m=m: fn(m))))
+        times, _ = round_robin(device, entries, budget_s, min_rounds=rounds, max_rounds=rounds)
+        for name, t in zip(modules, times):
+            rows[name][what] = statistics.median(t) * 1e3
     return rows
 
 
@@ -87,15 +92,20 @@ def main(argv=None):
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     p.add_argument("--rounds", type=int, default=7)
     p.add_argument("--budget", type=float, default=6.0, help="seconds of timing per case and mode")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     args = p.parse_args(argv)
     dtype = getattr(torch, args.dtype)
-    print(f"CPU: {cpu_model()}, {torch.get_num_threads()} threads, torch {torch.__version__}, {args.dtype}")
+    if args.device == "cuda":
+        print(f"GPU: {torch.cuda.get_device_name()}, torch {torch.__version__}, {args.dtype}, "
+              f"path {lstm_fused_path()}")
+    else:
+        print(f"CPU: {cpu_model()}, {torch.get_num_threads()} threads, torch {torch.__version__}, {args.dtype}")
     print("ms per call, median of rounds; x std: standard's time / this one's (above 1: faster)")
     print(f"{'T,B,H':<12} {'cell':<14} {'check':>8} {'inference':>10} {'x std':>6} {'fwd+bwd':>10} {'x std':>6}")
     failed = False
     for case in args.cases:
         T, B, H = (int(v) for v in case.split(","))
-        rows = run_case(T, B, H, dtype, args.rounds, args.budget)
+        rows = run_case(T, B, H, dtype, args.rounds, args.budget, args.device)
         std = rows["standard"]
         for name, r in rows.items():
             ok = r["check"] <= TOLERANCE[dtype]

@@ -25,6 +25,7 @@
 #include <map>
 #include <random>
 #include <string>
+#include <type_traits>
 
 using namespace lstm_fused::cuda;
 using namespace lstm_fused;
@@ -46,21 +47,26 @@ std::map<const void*, int> dyn_limit;
 std::map<const void*, std::function<void(void**)>> kernels;
 int launches = 0;
 
-template <int MODE, int NTCM>
+template <int MODE, int NTCM, class Cell>
 void register_kernels() {
   using S = typename P::ModeTraits<MODE>::T;
-  kernels[P::forward_kernel(static_cast<MmaMode>(MODE), NTCM)] = [](void** args) {
-    P::persistent_forward_kernel<MODE, NTCM>(*static_cast<const P::FwdArgs<S>*>(args[0]));
+  const CellKind cell{Cell::kVariant, Cell::kPeephole};
+  kernels[P::forward_kernel(static_cast<MmaMode>(MODE), NTCM, cell)] = [](void** args) {
+    P::persistent_forward_kernel<MODE, NTCM, Cell>(*static_cast<const P::FwdArgs<S>*>(args[0]));
   };
-  kernels[P::backward_kernel(static_cast<MmaMode>(MODE), NTCM)] = [](void** args) {
-    P::persistent_backward_kernel<MODE, NTCM>(*static_cast<const P::BwdArgs<S>*>(args[0]));
+  kernels[P::backward_kernel(static_cast<MmaMode>(MODE), NTCM, cell)] = [](void** args) {
+    P::persistent_backward_kernel<MODE, NTCM, Cell>(
+        *static_cast<const P::BwdArgs<S>*>(args[0]));
   };
 }
+#define LSTM_FUSED_SIM_REGISTER(Cell, MODE)     \
+  register_kernels<MODE, P::kNTCSmall, Cell>(); \
+  register_kernels<MODE, P::kNTC, Cell>();
 template <int MODE>
 void register_mode() {
-  register_kernels<MODE, P::kNTCSmall>();
-  register_kernels<MODE, P::kNTC>();
+  LSTM_FUSED_FOR_EACH_CELL(LSTM_FUSED_SIM_REGISTER, MODE)
 }
+#undef LSTM_FUSED_SIM_REGISTER
 }  // namespace stub
 
 extern "C" {
@@ -272,6 +278,26 @@ CellValues<double> variant_ref(const double* pre, double cp, const double* p /* 
   std::copy(pre, pre + Cell::kGates, q);
   return cell_equations<Cell, HostMath>(q, cp, p);
 }
+// Unit u's peephole weights (i, f, o) from (Cell::kPeepRows, H) storage; zeros
+// without peepholes.
+template <class Cell, typename S>
+void peep_vals(const std::vector<S>& peep, int H, int u, double* p) {
+  p[0] = Cell::kInputGate && Cell::kPeephole ? of_s(peep[u]) : 0;
+  p[1] = Cell::kPeephole ? of_s(peep[Cell::kPeepF * H + u]) : 0;
+  p[2] = Cell::kPeephole ? of_s(peep[Cell::kPeepO * H + u]) : 0;
+}
+// The activated gates in Cell's order.
+template <class Cell>
+double gate_of(const CellValues<double>& v, int k) {
+  const double all[4] = {v.i, v.f, v.g, v.o};
+  return all[4 - Cell::kGates + k];
+}
+template <class Cell>
+std::string cell_tag() {
+  static const char* names[] = {"", " cifg", " no_input_gate"};
+  return std::string(names[static_cast<int>(Cell::kVariant)]) +
+         (Cell::kPeephole ? " peephole" : "");
+}
 
 // The pointwise kernels of a cell variant: the forward against the
 // equations in float64 (the layout: gate blocks, peephole rows), the
@@ -287,11 +313,6 @@ void test_pointwise_variant(int n, int H) {
   auto peep = rand_vec<S>(Cell::kPeepRows * static_cast<size_t>(H), -1, 1);
   auto c_prev = rand_vec<S>(NH, -2, 2);
   auto dh = rand_vec<S>(NH, -1, 1), dc_in = rand_vec<S>(NH, -1, 1);
-  auto pvals = [&](int u, double* p) {
-    p[0] = Cell::kInputGate && Cell::kPeephole ? of_s(peep[u]) : 0;
-    p[1] = Cell::kPeephole ? of_s(peep[Cell::kPeepF * H + u]) : 0;
-    p[2] = Cell::kPeephole ? of_s(peep[Cell::kPeepO * H + u]) : 0;
-  };
   std::vector<double> rg(n * G), rc(NH), rh(NH), rdg(n * G), rdc(NH);
   std::vector<S> act(n * G), c_t(NH);
   for (int r = 0; r < n; ++r)
@@ -299,13 +320,12 @@ void test_pointwise_variant(int n, int H) {
       const size_t e = static_cast<size_t>(r) * H + u;
       double pre[4] = {}, p[3];
       for (int k = 0; k < K; ++k) pre[k] = of_s(pre_s[r * G + k * H + u]);
-      pvals(u, p);
+      peep_vals<Cell>(peep, H, u, p);
       const double cp = of_s(c_prev[e]);
       const auto v = variant_ref<Cell>(pre, cp, p);
-      const double gates[4] = {v.i, v.f, v.g, v.o};
       for (int k = 0; k < K; ++k) {
-        rg[r * G + k * H + u] = gates[4 - K + k];
-        act[r * G + k * H + u] = to_s<S>(gates[4 - K + k]);
+        rg[r * G + k * H + u] = gate_of<Cell>(v, k);
+        act[r * G + k * H + u] = to_s<S>(gate_of<Cell>(v, k));
       }
       rc[e] = v.c;
       rh[e] = v.h;
@@ -376,46 +396,60 @@ void test_pointwise_variants(int n, int H) {
 #undef LSTM_FUSED_SIM_VARIANT
 
 // ----------------------------------------------------------------------- cell
-template <typename S>
+template <typename S, class Cell = StandardCell>
 void test_cell(int B, int I, int H, bool bias, bool gates_out) {
-  const size_t G = 4 * static_cast<size_t>(H);
+  constexpr int K = Cell::kGates;
+  const size_t G = K * static_cast<size_t>(H);
   const double a = 1.0 / std::sqrt(double(I + H) + 1.0);
   auto x = rand_vec<S>(static_cast<size_t>(B) * I, -1, 1);
   auto h = rand_vec<S>(static_cast<size_t>(B) * H, -1, 1);
   auto c = rand_vec<S>(static_cast<size_t>(B) * H, -1, 1);
   auto wi = rand_vec<S>(G * I, -2 * a, 2 * a), wh = rand_vec<S>(G * H, -2 * a, 2 * a);
   auto bi = rand_vec<S>(G, -0.5, 0.5), bh = rand_vec<S>(G, -0.5, 0.5);
+  auto peep = rand_vec<S>(Cell::kPeepRows * static_cast<size_t>(H), -1, 1);
   std::vector<S> hy(static_cast<size_t>(B) * H, nan_s<S>()), cy(hy), gt(B * G, nan_s<S>());
   std::vector<double> rh(hy.size()), rc(hy.size()), rg(B * G);
   for (int b = 0; b < B; ++b)
     for (int u = 0; u < H; ++u) {
-      double pre[4];
-      for (int k = 0; k < 4; ++k) {
+      double pre[4], p[3];
+      for (int k = 0; k < K; ++k) {
         const size_t row = k * static_cast<size_t>(H) + u;
         double s = bias ? of_s(bi[row]) + of_s(bh[row]) : 0.0;
         for (int j = 0; j < I; ++j) s += of_s(wi[row * I + j]) * of_s(x[b * I + j]);
         for (int j = 0; j < H; ++j) s += of_s(wh[row * H + j]) * of_s(h[b * H + j]);
         pre[k] = s;
       }
-      const double i = sigm(pre[0]), f = sigm(pre[1]), g = std::tanh(pre[2]), o = sigm(pre[3]);
-      const double cn = f * of_s(c[b * H + u]) + i * g;
+      double cn, hn;
+      if constexpr (std::is_same_v<Cell, StandardCell>) {  // written out: an independent check
+        const double i = sigm(pre[0]), f = sigm(pre[1]), g = std::tanh(pre[2]),
+                     o = sigm(pre[3]);
+        cn = f * of_s(c[b * H + u]) + i * g;
+        hn = o * std::tanh(cn);
+        const double all[4] = {i, f, g, o};
+        for (int k = 0; k < 4; ++k) rg[b * G + k * H + u] = all[k];
+      } else {
+        peep_vals<Cell>(peep, H, u, p);
+        const auto v = variant_ref<Cell>(pre, of_s(c[b * H + u]), p);
+        cn = v.c;
+        hn = v.h;
+        for (int k = 0; k < K; ++k) rg[b * G + k * H + u] = gate_of<Cell>(v, k);
+      }
       rc[b * H + u] = cn;
-      rh[b * H + u] = o * std::tanh(cn);
-      rg[b * G + u] = i;
-      rg[b * G + H + u] = f;
-      rg[b * G + 2 * H + u] = g;
-      rg[b * G + 3 * H + u] = o;
+      rh[b * H + u] = hn;
     }
   const int gx = (H + kernels::kCellUnits - 1) / kernels::kCellUnits;
   const int gy = (B + kernels::kCellBT - 1) / kernels::kCellBT;
   lstm_fused_sim::launch(gx, kernels::kCellThreads, 0, false, [&] {
-    kernels::cell_fused_kernel<S>(B, I, H, x.data(), h.data(), c.data(), wi.data(), wh.data(),
-                                  bias ? bi.data() : nullptr, bias ? bh.data() : nullptr,
-                                  hy.data(), cy.data(), gates_out ? gt.data() : nullptr);
+    kernels::cell_fused_kernel<Cell, S>(B, I, H, x.data(), h.data(), c.data(), wi.data(),
+                                        wh.data(), bias ? bi.data() : nullptr,
+                                        bias ? bh.data() : nullptr, hy.data(), cy.data(),
+                                        gates_out ? gt.data() : nullptr,
+                                        Cell::kPeephole ? peep.data() : nullptr);
   }, gy);
   const double tol = sizeof(S) == 2 ? 1.5e-2 : 2e-5;
-  const std::string tag = "cell<" + std::to_string(sizeof(S)) + "> B=" + std::to_string(B) +
-                          " I=" + std::to_string(I) + " H=" + std::to_string(H);
+  const std::string tag = "cell<" + std::to_string(sizeof(S)) + ">" + cell_tag<Cell>() +
+                          " B=" + std::to_string(B) + " I=" + std::to_string(I) +
+                          " H=" + std::to_string(H);
   compare(tag + " h", hy, rh, tol);
   compare(tag + " c", cy, rc, tol);
   if (gates_out) compare(tag + " gates", gt, rg, tol);
@@ -445,9 +479,9 @@ struct Check {
 Check mode_check(int mode) { return {mode_tol(mode), true}; }
 
 // The real planner's plan on a device with `sms` multiprocessors (stub runtime).
-PersistentPlan plan_on(int sms, int mode, bool backward, int B, int H) {
+PersistentPlan plan_on(int sms, int mode, bool backward, int B, int H, CellKind cell = {}) {
   stub::current_device = sms;
-  return plan_persistent(sms, static_cast<MmaMode>(mode), backward, B, H);
+  return plan_persistent(sms, static_cast<MmaMode>(mode), backward, B, H, cell);
 }
 
 std::string plan_tag(const PersistentPlan& plan) {
@@ -469,25 +503,31 @@ const char* mode_name(int mode) {
   return names[mode];
 }
 
-template <int MODE>
+// The persistent forward of cell Cell against the cell's equations in
+// float64 (variant_ref; the standard cell's are checked against hand-written
+// ones in test_pointwise).
+template <int MODE, class Cell = StandardCell>
 void test_persistent_forward(int B, int H, int T, bool reverse, bool need_grad, int sms,
                              Check chk = mode_check(MODE)) {
   using S = typename P::ModeTraits<MODE>::T;
-  const auto plan = plan_on(sms, MODE, false, B, H);
-  std::string tag = std::string("fwd ") + mode_name(MODE) + " B=" + std::to_string(B) +
-                    " H=" + std::to_string(H) + " T=" + std::to_string(T) +
-                    (reverse ? " rev" : "") + (need_grad ? " grad" : "");
+  constexpr int K = Cell::kGates;
+  const auto plan = plan_on(sms, MODE, false, B, H, CellKind{Cell::kVariant, Cell::kPeephole});
+  std::string tag = std::string("fwd ") + mode_name(MODE) + cell_tag<Cell>() +
+                    " B=" + std::to_string(B) + " H=" + std::to_string(H) +
+                    " T=" + std::to_string(T) + (reverse ? " rev" : "") +
+                    (need_grad ? " grad" : "");
   if (!plan.ok) {
     std::printf("FAIL %s: no plan (error %d)\n", tag.c_str(), plan.error);
     ++failures;
     return;
   }
   tag += plan_tag(plan);
-  const size_t G = 4 * static_cast<size_t>(H), BH = static_cast<size_t>(B) * H;
+  const size_t G = K * static_cast<size_t>(H), BH = static_cast<size_t>(B) * H;
   const double a = 1.0 / std::sqrt(double(H));
   auto w = rand_vec<S>(G * H, -2 * a, 2 * a);
   auto h0 = rand_vec<S>(BH, -1, 1), c0 = rand_vec<S>(BH, -1, 1);
   auto xp = rand_vec<S>(T * B * G, -1.5, 1.5);
+  auto peep = rand_vec<S>(Cell::kPeepRows * static_cast<size_t>(H), -1, 1);
   std::vector<S> gates(xp), out(T * BH, nan_s<S>()), cells(T * BH, nan_s<S>()),
       hn(BH, nan_s<S>()), cn(BH, nan_s<S>()), staging(plan.staging_elems(), nan_s<S>());
 
@@ -501,22 +541,20 @@ void test_persistent_forward(int B, int H, int T, bool reverse, bool need_grad, 
     std::vector<double> hn_(BH);
     for (int b = 0; b < B; ++b)
       for (int u = 0; u < H; ++u) {
-        double pre[4];
-        for (int k = 0; k < 4; ++k) {
+        double pre[4], p[3];
+        for (int k = 0; k < K; ++k) {
           const size_t row = k * static_cast<size_t>(H) + u;
           double acc = of_s(xp[(static_cast<size_t>(t) * B + b) * G + row]);
           for (int j = 0; j < H; ++j) acc += of_s(w[row * H + j]) * h[b * H + j];
           pre[k] = acc;
         }
-        const double i = sigm(pre[0]), f = sigm(pre[1]), g = std::tanh(pre[2]), o = sigm(pre[3]);
+        peep_vals<Cell>(peep, H, u, p);
         const size_t e = static_cast<size_t>(b) * H + u;
-        c[e] = f * c[e] + i * g;
-        hn_[e] = o * std::tanh(c[e]);
+        const auto v = variant_ref<Cell>(pre, c[e], p);
+        c[e] = v.c;
+        hn_[e] = v.h;
         const size_t gi = (static_cast<size_t>(t) * B + b) * G + u;
-        rgates[gi] = i;
-        rgates[gi + H] = f;
-        rgates[gi + 2 * H] = g;
-        rgates[gi + 3 * H] = o;
+        for (int k = 0; k < K; ++k) rgates[gi + k * H] = gate_of<Cell>(v, k);
         rout[t * BH + e] = hn_[e];
         rcells[t * BH + e] = c[e];
       }
@@ -529,7 +567,8 @@ void test_persistent_forward(int B, int H, int T, bool reverse, bool need_grad, 
   const cudaError_t err = persistent_forward(plan, nullptr, T, reverse, need_grad, w.data(),
                                              h0.data(), c0.data(), gates.data(), out.data(),
                                              need_grad ? cells.data() : nullptr, hn.data(),
-                                             cn.data(), staging.data());
+                                             cn.data(), staging.data(),
+                                             Cell::kPeephole ? peep.data() : nullptr);
   if (!launched(tag, err, before)) return;
   const double tol = chk.tol;
   compare(tag + " output", out, rout, tol);
@@ -552,21 +591,25 @@ void test_persistent_forward(int B, int H, int T, bool reverse, bool need_grad, 
   }
 }
 
-template <int MODE>
+// The persistent backward of cell Cell against the cell's gradient equations
+// in float64 (cell_gradients, checked against differences of the forward in
+// test_pointwise_variant); the peephole gradient accumulators start at 1.
+template <int MODE, class Cell = StandardCell>
 void test_persistent_backward(int B, int H, int T, bool reverse, int sms,
                               Check chk = mode_check(MODE)) {
   using S = typename P::ModeTraits<MODE>::T;
-  const auto plan = plan_on(sms, MODE, true, B, H);
-  std::string tag = std::string("bwd ") + mode_name(MODE) + " B=" + std::to_string(B) +
-                    " H=" + std::to_string(H) + " T=" + std::to_string(T) +
-                    (reverse ? " rev" : "");
+  constexpr int K = Cell::kGates;
+  const auto plan = plan_on(sms, MODE, true, B, H, CellKind{Cell::kVariant, Cell::kPeephole});
+  std::string tag = std::string("bwd ") + mode_name(MODE) + cell_tag<Cell>() +
+                    " B=" + std::to_string(B) + " H=" + std::to_string(H) +
+                    " T=" + std::to_string(T) + (reverse ? " rev" : "");
   if (!plan.ok) {
     std::printf("FAIL %s: no plan (error %d)\n", tag.c_str(), plan.error);
     ++failures;
     return;
   }
   tag += plan_tag(plan);
-  const size_t G = 4 * static_cast<size_t>(H), BH = static_cast<size_t>(B) * H;
+  const size_t G = K * static_cast<size_t>(H), BH = static_cast<size_t>(B) * H;
   const double a = 1.0 / std::sqrt(double(H));
   auto w = rand_vec<S>(G * H, -2 * a, 2 * a);
   std::vector<S> gates(T * B * G);
@@ -574,7 +617,7 @@ void test_persistent_backward(int B, int H, int T, bool reverse, int sms,
     auto sg = rand_vec<S>(gates.size(), 0.05, 0.95), tg = rand_vec<S>(gates.size(), -0.95, 0.95);
     for (size_t r = 0; r < static_cast<size_t>(T) * B; ++r)
       for (size_t j = 0; j < G; ++j) {
-        const bool is_g = j >= 2 * static_cast<size_t>(H) && j < 3 * static_cast<size_t>(H);
+        const bool is_g = j / H == static_cast<size_t>(Cell::kG);
         gates[r * G + j] = is_g ? tg[r * G + j] : sg[r * G + j];
       }
   }
@@ -582,8 +625,12 @@ void test_persistent_backward(int B, int H, int T, bool reverse, int sms,
   auto c0 = rand_vec<S>(BH, -2, 2);
   auto go = rand_vec<S>(T * BH, -1, 1);
   auto ghn = rand_vec<S>(BH, -1, 1), gcn = rand_vec<S>(BH, -1, 1);
+  auto peep = rand_vec<S>(Cell::kPeepRows * static_cast<size_t>(H), -1, 1);
   std::vector<S> dgates(T * B * G, nan_s<S>()), gh0(BH, nan_s<S>()), gc0(BH, nan_s<S>()),
       staging(plan.staging_elems(), nan_s<S>());
+  const size_t PR = Cell::kPeepRows * static_cast<size_t>(H);
+  std::vector<float> dpeep(B * PR, 1.f);
+  std::vector<double> rdp(B * PR, 1.0);
 
   std::vector<double> dh(BH), dc(BH), rdg(T * B * G);
   for (size_t e = 0; e < BH; ++e) {
@@ -598,20 +645,24 @@ void test_persistent_backward(int B, int H, int T, bool reverse, int sms,
       for (int u = 0; u < H; ++u) {
         const size_t e = static_cast<size_t>(b) * H + u;
         const size_t gi = (static_cast<size_t>(t) * B + b) * G + u;
-        const double i = of_s(gates[gi]), f = of_s(gates[gi + H]), g = of_s(gates[gi + 2 * H]),
-                     o = of_s(gates[gi + 3 * H]);
+        double gate[K], p[3];
+        for (int k = 0; k < K; ++k) gate[k] = of_s(gates[gi + k * H]);
+        peep_vals<Cell>(peep, H, u, p);
         const double cv = of_s(cells[t * BH + e]);
         const double cp = s > 0 ? of_s(cells[tp * BH + e]) : of_s(c0[e]);
         const double dhv = of_s(go[t * BH + e]) + dh[e];
-        const double tc = std::tanh(cv);
-        const double dct = dc[e] + dhv * o * (1 - tc * tc);
-        const double d[4] = {dct * g * i * (1 - i), dct * cp * f * (1 - f), dct * i * (1 - g * g),
-                             dhv * tc * o * (1 - o)};
-        dc[e] = dct * f;
-        for (int k = 0; k < 4; ++k) {
-          rdg[gi + k * H] = d[k];
+        const auto r = cell_gradients<Cell, HostMath>(gate, cv, cp, dhv, dc[e], p);
+        dc[e] = r.dc_prev;
+        for (int k = 0; k < K; ++k) {
+          rdg[gi + k * H] = r.d[k];
           // the GEMM sees dgates stored as S
-          dg_s[b * G + k * H + u] = chk.round_ref ? of_s(to_s<S>(d[k])) : d[k];
+          dg_s[b * G + k * H + u] = chk.round_ref ? of_s(to_s<S>(r.d[k])) : r.d[k];
+        }
+        if (Cell::kPeephole) {
+          double* acc = &rdp[b * PR + u];
+          if (Cell::kInputGate) acc[0] += r.d[0] * cp;
+          acc[Cell::kPeepF * H] += r.d[Cell::kF] * cp;
+          acc[Cell::kPeepO * H] += r.d[Cell::kO] * cv;
         }
       }
     for (int b = 0; b < B; ++b)
@@ -623,15 +674,16 @@ void test_persistent_backward(int B, int H, int T, bool reverse, int sms,
   }
 
   const int before = stub::launches;
-  const cudaError_t err = persistent_backward(plan, nullptr, T, reverse, w.data(), gates.data(),
-                                              cells.data(), c0.data(), go.data(), ghn.data(),
-                                              gcn.data(), dgates.data(), gh0.data(), gc0.data(),
-                                              staging.data());
+  const cudaError_t err = persistent_backward(
+      plan, nullptr, T, reverse, w.data(), gates.data(), cells.data(), c0.data(), go.data(),
+      ghn.data(), gcn.data(), dgates.data(), gh0.data(), gc0.data(), staging.data(),
+      Cell::kPeephole ? peep.data() : nullptr, Cell::kPeephole ? dpeep.data() : nullptr);
   if (!launched(tag, err, before)) return;
   const double tol = chk.tol;
   compare(tag + " dgates", dgates, rdg, tol);
   compare(tag + " grad_h0", gh0, dh, tol);
   compare(tag + " grad_c0", gc0, dc, tol);
+  if (Cell::kPeephole) compare(tag + " dpeep", dpeep, rdp, tol);
 }
 
 void print_plans() {
@@ -683,6 +735,23 @@ void persistent_suite(bool full) {
       if (c.bwd) test_persistent_backward<MODE>(c.B, c.H, c.T, rev != 0, c.sms);
     }
   }
+  // The other cells: three gate blocks (forward slices padded to whole
+  // n-tiles: 3·HS = 18 -> 24 columns at H = 33 on 8 SMs, 36 -> 40 on 2 SMs,
+  // the 8-n-tile kernel) and peepholes.
+  auto variant_cases = [&](auto cell) {
+    using Cell = decltype(cell);
+    for (const Case& c : {Case{3, 33, 4, 8, true, true}, Case{5, 24, 2, 2, true, true}}) {
+      for (int rev = 0; rev < 2; ++rev) {
+        test_persistent_forward<MODE, Cell>(c.B, c.H, c.T, rev != 0, rev == 0, c.sms);
+        test_persistent_backward<MODE, Cell>(c.B, c.H, c.T, rev != 0, c.sms);
+      }
+    }
+  };
+  variant_cases(StandardPeepholeCell{});
+  variant_cases(CifgCell{});
+  variant_cases(CifgPeepholeCell{});
+  variant_cases(NoInputGateCell{});
+  variant_cases(NoInputGatePeepholeCell{});
 }
 
 // T = 1000 at tests/test_cuda.py's long shapes (T, B, I, H) = (1000, 3, 8, 33) and
@@ -768,6 +837,11 @@ int main(int argc, char** argv) {
   test_cell<float>(3, 70, 9, false, false);
   test_cell<__nv_bfloat16>(8, 5, 17, true, true);
   test_cell<__half>(2, 1, 1, true, true);
+  test_cell<float, StandardPeepholeCell>(3, 7, 17, true, true);
+  test_cell<float, CifgCell>(5, 9, 12, false, true);
+  test_cell<__nv_bfloat16, CifgPeepholeCell>(4, 6, 9, true, true);
+  test_cell<float, NoInputGateCell>(2, 5, 20, true, true);
+  test_cell<__half, NoInputGatePeepholeCell>(65, 4, 11, true, true);  // two batch tiles
   if (full) {
     test_cell<float>(64, 33, 8, true, true);
     test_cell<float>(65, 3, 12, true, true);  // two batch tiles
