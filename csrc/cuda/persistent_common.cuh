@@ -145,6 +145,12 @@ inline Shape shape_of(const PersistentPlan& p, int steps, bool reverse) {
 // by mode, n-tile bound (kNTCSmall or kNTC) and cell.
 const void* forward_kernel(MmaMode mode, int ntcm, CellKind cell);
 const void* backward_kernel(MmaMode mode, int ntcm, CellKind cell);
+// The same for one mode (persistent_fwd.cuh / persistent_bwd.cuh; instantiated
+// in persistent_{fwd,bwd}_{16,32}bit.cu).
+template <int MODE>
+const void* forward_kernel_of(int ntcm, CellKind cell);
+template <int MODE>
+const void* backward_kernel_of(int ntcm, CellKind cell);
 inline int ntc_bound(int ntc) { return ntc <= kNTCSmall ? kNTCSmall : kNTC; }
 
 // A plan that is not ok: no persistent launch for this (mode, direction, B, H).

@@ -17,7 +17,11 @@
 // The kernels, compiled as host code.
 #include "../cell_kernel.cuh"
 #include "../persistent_bwd.cu"
+#include "../persistent_bwd_16bit.cu"
+#include "../persistent_bwd_32bit.cu"
 #include "../persistent_fwd.cu"
+#include "../persistent_fwd_16bit.cu"
+#include "../persistent_fwd_32bit.cu"
 #include "../persistent_plan.cu"
 #include "../pointwise_kernels.cuh"
 
