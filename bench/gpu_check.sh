@@ -10,7 +10,8 @@
 #      otherwise send every call down the per-step path, silently); then every
 #      path and dtype against a float64 reference on small odd shapes;
 #   3. pytest tests/test_cuda.py;
-#   4. timings: bench/cuda_timing.py (CUDA events, lstm_fused vs torch.nn.LSTM);
+#   4. timings: bench/cuda_timing.py (CUDA events, lstm_fused vs torch.nn.LSTM),
+#      then the cell variants against the standard cell (lstm_fused.bench.variants);
 #   5. compute-sanitizer memcheck, racecheck and synccheck on a tiny
 #      forward+backward of each path, each run checked for persistent launches
 #      (instrumentation can push a kernel past its resources, and the fallback to
@@ -212,15 +213,15 @@ resources() {
   n=$(grep -A1 -E "Function .*persistent_(forward|backward)_kernel" "$WORK/res.txt" | grep -c "REG:")
   bad=$(grep -A1 -E "Function .*persistent_(forward|backward)_kernel" "$WORK/res.txt" | grep "REG:" |
     grep -vcE "STACK:0 .*LOCAL:0")
-  if ((n < 16)); then
-    echo "RESOURCES FAILED: $n persistent kernels in the report, expected 16 or more (4 modes x 2 n-tile bounds x 2 directions)"
+  if ((n < 96)); then
+    echo "RESOURCES FAILED: $n persistent kernels in the report, expected 96 (4 modes x 2 n-tile bounds x 6 cells x 2 directions)"
     return 1
   fi
   if ((bad != 0)); then
     echo "RESOURCES FAILED: $bad persistent kernels use stack or local memory (spills)"
     return 1
   fi
-  echo "RESOURCES ok: 16 persistent kernels, no stack, no local memory"
+  echo "RESOURCES ok: $n persistent kernels, no stack, no local memory"
 }
 # Part of the build stage (seconds, no timeout needed beyond cuobjdump's own).
 if ((BUILD_OK)); then
@@ -403,6 +404,9 @@ if ((BUILD_OK)); then
     --durations=12 ${timeout_opt[@]+"${timeout_opt[@]}"} tests/test_cuda.py
 
   stage timing 75 "$OUT/bench.log" "$PY" bench/cuda_timing.py --csv "$OUT/bench.csv"
+  # the cell variants against the standard cell of the same H, each checked first
+  stage variants 40 "$OUT/bench.log" "$PY" -m lstm_fused.bench.variants --device cuda \
+    --cases 100,8,512 100,64,512 --rounds 5 --budget 1.5
 
   # sanitizer TOOL LIMIT: the tiny smoke under compute-sanitizer; the smoke
   # itself fails when a persistent kernel did not launch.
