@@ -419,11 +419,20 @@ struct PairWalk {
   }
 };
 
-// Sum over the WK k-slices of Pre[.][row][col], in a fixed order.
+// Sum over the WK k-slices of Pre[.][row][col], in a fixed order. Unrolled
+// to the compile-time bound kWarps with the loads predicated, so that all of
+// them issue before the first add: a loop to the runtime WK compiled to an
+// unrolled-by-4 loop with remainder branches, its loads in a dependent chain.
 __device__ __forceinline__ float sum_partials(const float* Pre, const Shape& s, int row, int col) {
   const int mrows = 16 * s.MT;
+  float v[kWarps];
+#pragma unroll
+  for (int w = 0; w < kWarps; ++w) v[w] = w < s.WK ? Pre[(w * mrows + row) * s.PS + col] : 0.f;
   float acc = 0.f;
-  for (int w = 0; w < s.WK; ++w) acc += Pre[(w * mrows + row) * s.PS + col];
+#pragma unroll
+  for (int w = 0; w < kWarps; ++w) {
+    if (w < s.WK) acc += v[w];
+  }
   return acc;
 }
 
