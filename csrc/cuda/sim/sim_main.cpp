@@ -777,7 +777,8 @@ void long_suite(bool large_shape) {
 
 // The grid of the benchmarks on an H100/H200: H = 512 on 132 SMs, which the
 // planner must split into 128 forward blocks (HS = 4) and 64 backward blocks
-// (HS = 8); 32768 and 16384 simulated threads, as fibers.
+// (HS = 8); 32768 and 16384 simulated threads, as fibers. The standard cell,
+// then cifg with peepholes.
 template <int MODE>
 void grid_suite(int B) {
   for (int bwd = 0; bwd < 2; ++bwd) {
@@ -793,6 +794,10 @@ void grid_suite(int B) {
   lstm_fused_sim::g_fibers = true;
   test_persistent_forward<MODE>(B, 512, 2, false, true, 132);
   test_persistent_backward<MODE>(B, 512, 2, false, 132);
+  // a three-gate cell with peepholes on the same grid: 12 of 16 columns per
+  // forward block, K = 3H backward
+  test_persistent_forward<MODE, CifgPeepholeCell>(B, 512, 2, false, true, 132);
+  test_persistent_backward<MODE, CifgPeepholeCell>(B, 512, 2, false, 132);
   lstm_fused_sim::g_fibers = false;
 }
 
