@@ -18,19 +18,6 @@
 #include <cstdint>
 #include <utility>
 
-#if defined(__CUDACC__) || defined(LSTM_FUSED_SIM)
-#define LSTM_FUSED_HD __host__ __device__
-#else
-#define LSTM_FUSED_HD
-#endif
-// with_cell runs on the host and inside kernels (the persistent kernels pick
-// their epilogue per launch); its callable is host- or device-only.
-#if defined(__CUDACC__)
-#define LSTM_FUSED_EXEC_CHECK_DISABLE _Pragma("nv_exec_check_disable")
-#else
-#define LSTM_FUSED_EXEC_CHECK_DISABLE
-#endif
-
 namespace lstm_fused {
 
 // The ops' `variant` argument; lstm_fused/variants.py holds the same numbers.
@@ -68,26 +55,21 @@ struct CellKind {
   static bool valid(int64_t v) { return v >= 0 && v <= 2; }
 };
 
-namespace cell_detail {
-LSTM_FUSED_EXEC_CHECK_DISABLE
-template <GateVariant V, class F>
-LSTM_FUSED_HD decltype(auto) with_peephole(bool peephole, F&& f) {
-  if (peephole) return f(CellSpec<V, true>{});
-  return f(CellSpec<V, false>{});
-}
-}  // namespace cell_detail
-
 // f(CellSpec<...>{}) for the kind's compile-time description.
-LSTM_FUSED_EXEC_CHECK_DISABLE
 template <class F>
-LSTM_FUSED_HD decltype(auto) with_cell(CellKind k, F&& f) {
+decltype(auto) with_cell(CellKind k, F&& f) {
+  auto peep = [&](auto v) -> decltype(auto) {
+    constexpr GateVariant V = decltype(v)::value;
+    if (k.peephole) return f(CellSpec<V, true>{});
+    return f(CellSpec<V, false>{});
+  };
   switch (k.variant) {
     case GateVariant::Cifg:
-      return cell_detail::with_peephole<GateVariant::Cifg>(k.peephole, f);
+      return peep(std::integral_constant<GateVariant, GateVariant::Cifg>{});
     case GateVariant::NoInputGate:
-      return cell_detail::with_peephole<GateVariant::NoInputGate>(k.peephole, f);
+      return peep(std::integral_constant<GateVariant, GateVariant::NoInputGate>{});
     default:
-      return cell_detail::with_peephole<GateVariant::Standard>(k.peephole, f);
+      return peep(std::integral_constant<GateVariant, GateVariant::Standard>{});
   }
 }
 
@@ -102,6 +84,12 @@ inline int64_t CellKind::peephole_rows() const {
 // vector, a CUDA scalar, an ATen tensor) with + − ×, given the math M:
 // M::sigmoid(V), M::tanh(V), M::one_minus(V) (1 − x) and M::ones(V) (1 of
 // x's shape).
+#if defined(__CUDACC__) || defined(LSTM_FUSED_SIM)
+#define LSTM_FUSED_HD __host__ __device__
+#else
+#define LSTM_FUSED_HD
+#endif
+
 // The activated gates (i the input gate the cell used: 1 − f for cifg, 1
 // without an input gate), c_t and h_t.
 template <class V>

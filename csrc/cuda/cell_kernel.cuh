@@ -3,8 +3,9 @@
 // the CPU simulation, sim/): one launch computes [x, h]·[W_ih; W_hh]ᵀ + b for a
 // tile of 8 hidden units with all G gates of them (up to 32 weight rows; a
 // cell with 3 gate blocks leaves the last 8 rows zero), then the activations
-// and the cell update of the cell variant (../cell_variants.h) in the epilogue. fp32 FMAs (exact fp32, no
-// TF32) for float, half and bfloat16 storage. CUDA headers only.
+// and the cell update of the cell variant (../cell_variants.h) in the
+// epilogue. fp32 FMAs (exact fp32, no TF32) for float, half and bfloat16
+// storage. CUDA headers only.
 //
 // Block: 256 threads = 8 warps, a tile of 8 units x up to 64 batch rows.
 // K = I + H is walked in chunks of 64: the chunk of the 32 weight rows and of

@@ -273,7 +273,7 @@ std::optional<LayerGrads> persistent_layer_backward(
     const Tensor& grad_hn, const Tensor& grad_cn, const Tensor& input, const Tensor& h0,
     const Tensor& c0, const Tensor& w_ih, const Tensor& w_hh, const Tensor& output,
     const Tensor& gates, const Tensor& cells, bool has_bias, bool reverse, bool need_input_grad,
-    bool need_weight_grad, CellKind kind, const std::optional<Tensor>& peephole) {
+    bool need_weight_grad, const std::optional<Tensor>& peephole) {
   const auto opts = input.options();
   auto dgates = buffer({d.T, d.B, d.G}, opts);
   auto grad_h0 = buffer({d.B, d.H}, opts);
@@ -288,7 +288,7 @@ std::optional<LayerGrads> persistent_layer_backward(
   const auto gcn = grad_cn.contiguous();
   const auto peep = peephole.has_value() ? peephole->contiguous() : Tensor();
   // fp32 for every tensor-core dtype, as the kernel accumulates
-  const auto dpeep = peephole_accumulators(kind, need_weight_grad, d.B, d.H, opts);
+  const auto dpeep = peephole_accumulators(plan.cell, need_weight_grad, d.B, d.H, opts);
   const cudaError_t err = with_tensor_core_type(input.scalar_type(), [&](auto tag) {
     return launch_backward<decltype(tag)>(plan, d, reverse, wh, g, c, c0c, go, ghn, gcn, dgates,
                                           grad_h0, grad_c0, staging, peep, dpeep);
@@ -343,7 +343,7 @@ LayerGrads layer_backward_cuda(const Tensor& grad_output, const Tensor& grad_hn,
     if (plan.ok) {
       if (auto r = persistent_layer_backward(plan, d, grad_output, grad_hn, grad_cn, input, h0,
                                              c0, w_ih, w_hh, output, gates, cells, has_bias,
-                                             reverse, need_input_grad, need_weight_grad, kind,
+                                             reverse, need_input_grad, need_weight_grad,
                                              peephole)) {
         return *r;
       }

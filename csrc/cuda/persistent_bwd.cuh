@@ -220,7 +220,8 @@ __global__ void __launch_bounds__(kThreads, 1)
 }
 
 // The kernel instances of one mode, by n-tile bound and cell; explicitly
-// instantiated per mode in persistent_instances_*.cu (compiled in parallel).
+// instantiated per mode in persistent_bwd_16bit.cu and persistent_bwd_32bit.cu
+// (compiled in parallel).
 template <int MODE>
 const void* backward_kernel_of(int ntcm, CellKind cell) {
   return with_cell(cell, [&](auto c) -> const void* {

@@ -50,12 +50,6 @@ def check(module, x, steps=10):
     return max(err(out, ro), err(gx, rgx))
 
 
-def lstm_fused_path():
-    import lstm_fused
-
-    return lstm_fused.get_path()
-
-
 def run_case(T, B, H, dtype, rounds, budget_s, device="cpu"):
     import lstm_fused
 
@@ -96,8 +90,10 @@ def main(argv=None):
     args = p.parse_args(argv)
     dtype = getattr(torch, args.dtype)
     if args.device == "cuda":
+        from .. import get_path
+
         print(f"GPU: {torch.cuda.get_device_name()}, torch {torch.__version__}, {args.dtype}, "
-              f"path {lstm_fused_path()}")
+              f"path {get_path()}")
     else:
         print(f"CPU: {cpu_model()}, {torch.get_num_threads()} threads, torch {torch.__version__}, {args.dtype}")
     print("ms per call, median of rounds; x std: standard's time / this one's (above 1: faster)")
