@@ -33,6 +33,41 @@ def test_cell_matches_nn(dtype, I, H, B, bias, with_hx):
         assert_close_to_reference(a, b, r, dtype, name)
 
 
+@pytest.mark.parametrize("engine", ["mkl", "aten"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("B,I,H", [(1, 1, 1), (8, 33, 97), (3, 256, 256), (64, 40, 48)])
+def test_cell_engines(engine, dtype, B, I, H):
+    """Each cell engine forced and seen to run once per step: mkl (float
+    only: the other types run on aten) with blocks of 16 units per thread and
+    a partial last block (H = 97, 1), and aten."""
+    ref, ours, ref64 = cell_pair(I, H, True, dtype)
+    x = torch.randn(B, I, dtype=torch.float64)
+    hx = (torch.randn(B, H, dtype=torch.float64), torch.randn(B, H, dtype=torch.float64))
+    ran = engine if dtype == torch.float32 else "aten"
+    before = lstm_fused.cpu_engine_counts()
+    with lstm_fused.use_cpu_engine(engine):
+        got = run_cell(ours, x, hx, dtype)
+    after = lstm_fused.cpu_engine_counts()
+    assert after[ran] - before[ran] == 1, after
+    assert sum(after.values()) - sum(before.values()) == 1, after
+    theirs, want = run_cell(ref, x, hx, dtype), run_cell(ref64, x, hx, torch.float64)
+    labels = ["h'", "c'", "grad input", "grad h", "grad c"] + [n for n, _ in ours.named_parameters()]
+    for name, a, b, r in zip(labels, got, theirs, want):
+        assert_close_to_reference(a, b, r, dtype, name)
+
+
+def test_cell_engine_choice_is_timed_once():
+    torch.ops.lstm_fused._cpu_clear_engine_choices()
+    cell = lstm_fused.LSTMCell(24, 40)
+    x, hx = torch.randn(6, 24), (torch.randn(6, 40), torch.randn(6, 40))
+    first = cell(x, hx)
+    choices = lstm_fused.cpu_engine_choices()
+    assert [c for c in choices if c.startswith("cell step Float B=6 N=160 K=64")], choices
+    second = cell(x, hx)
+    assert lstm_fused.cpu_engine_choices() == choices
+    torch.testing.assert_close(first, second, rtol=0, atol=0)
+
+
 def test_cell_unbatched():
     ref, ours, _ = cell_pair(3, 4, True, torch.float32)
     x = torch.randn(3)

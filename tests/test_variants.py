@@ -143,11 +143,19 @@ def test_gradcheck(variant, peephole):
 
 @pytest.mark.parametrize("variant,peephole", CELLS, ids=CELL_IDS)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
-def test_cell_matches_reference(variant, peephole, dtype):
-    cell = randomize(lstm_fused.LSTMCell(6, 16, variant=variant, peephole=peephole)).to(dtype)
-    x, h, c = (torch.randn(5, n, dtype=dtype, requires_grad=True) for n in (6, 16, 16))
+@pytest.mark.parametrize("engine", ["mkl", "aten"])
+@pytest.mark.parametrize("H", [16, 40])
+def test_cell_matches_reference(variant, peephole, dtype, engine, H):
+    """Both cell engines (mkl: float only; float64 runs on aten); H = 40:
+    blocks of 16 units and a partial one."""
+    cell = randomize(lstm_fused.LSTMCell(6, H, variant=variant, peephole=peephole)).to(dtype)
+    x, h, c = (torch.randn(5, n, dtype=dtype, requires_grad=True) for n in (6, H, H))
     params = list(cell.parameters())
-    hy, cy = cell(x, (h, c))
+    ran = "aten" if dtype == torch.float64 else engine
+    before = lstm_fused.cpu_engine_counts()[ran]
+    with lstm_fused.use_cpu_engine(engine):
+        hy, cy = cell(x, (h, c))
+    assert lstm_fused.cpu_engine_counts()[ran] - before == 1
     got = [hy, cy, *torch.autograd.grad(loss_of(hy, hy, cy), [x, h, c, *params])]
     p64 = [p.detach().double().requires_grad_() for p in params]
     x64, h64, c64 = (t.detach().double().requires_grad_() for t in (x, h, c))

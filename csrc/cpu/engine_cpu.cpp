@@ -118,7 +118,7 @@ std::vector<std::string> cpu_engine_choices() {
   std::vector<std::string> out;
   for (const auto& [k, e] : g_chosen) {
     const auto& [use, dtype, B, N, K, proj, threads] = k;
-    static const char* kUses[] = {"forward step ", "product ", "large GEMM "};
+    static const char* kUses[] = {"forward step ", "product ", "large GEMM ", "cell step "};
     out.push_back(std::string(kUses[use]) +
                   c10::toString(static_cast<at::ScalarType>(dtype)) + " B=" + std::to_string(B) +
                   " N=" + std::to_string(N) + " K=" + std::to_string(K) +

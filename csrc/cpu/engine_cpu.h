@@ -48,14 +48,14 @@ bool cpu_has_16bit_dot(at::ScalarType t);
 CpuEngine pinned_cpu_engine();
 void set_pinned_cpu_engine(CpuEngine e);
 
-// Layer calls each engine has run since the process started.
+// Layer and cell calls each engine has run since the process started.
 void count_cpu_engine(CpuEngine e);
 
-// What is timed: a forward step, the product alone (the backward's), or a
+// What is timed: a forward step, the product alone (the backward's), a
 // large 16-bit GEMM (the input projection, the gradients), where onednn
 // stands for the 16-bit library GEMM (oneDNN's) and mkl for the float one on
-// converted operands.
-enum class EngineUse : int { ForwardStep = 0, Product = 1, LargeGemm = 2 };
+// converted operands, or an LSTMCell step (cell_cpu.cpp).
+enum class EngineUse : int { ForwardStep = 0, Product = 1, LargeGemm = 2, CellStep = 3 };
 
 // What a choice is keyed by: the use, the weight's type and shape (N, K),
 // the batch (rows; for a large GEMM its class, a power of two).

@@ -1,4 +1,5 @@
-// CPU kernels: the device-generic drivers instantiated with the CPU pointwise policy.
+// CPU kernels: the device-generic drivers instantiated with the CPU pointwise
+// policy. lstm_cell is registered beside its kernel (cell_cpu.cpp).
 #include <torch/library.h>
 
 #include "../driver.h"
@@ -7,7 +8,6 @@
 namespace lstm_fused {
 
 TORCH_LIBRARY_IMPL(lstm_fused, CPU, m) {
-  m.impl("lstm_cell", &cell_forward<CpuPointwise>);
   m.impl("lstm_cell_backward", &cell_backward<CpuPointwise>);
   m.impl("lstm_layer", &layer_forward<CpuPointwise>);
   m.impl("lstm_layer_backward", &layer_backward<CpuPointwise>);

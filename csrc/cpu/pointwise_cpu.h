@@ -85,9 +85,9 @@ struct CpuPointwise {
     const int64_t grain = std::max<int64_t>(1, kGrain / std::max<int64_t>(1, K * H));
     at::parallel_for(0, n, grain, [&](int64_t r0, int64_t r1) {
       for (int64_t r = r0; r < r1; ++r) {
-        forward_row<Cell>(H, gates + r * K * H, b_ih, b_hh, c_prev + r * H, c_out + r * H,
-                          h_out + r * H, h_copy ? h_copy + r * H : nullptr,
-                          c_copy ? c_copy + r * H : nullptr, peephole);
+        forward_units<Cell>(H, 0, H, gates + r * K * H, true, b_ih, b_hh, c_prev + r * H,
+                            c_out + r * H, h_out + r * H, h_copy ? h_copy + r * H : nullptr,
+                            c_copy ? c_copy + r * H : nullptr, peephole);
       }
     });
   }
@@ -234,27 +234,31 @@ struct CpuPointwise {
     }
   }
 
- private:
+  // The cell update of units [u0, u1) of one row from its pre-activations
+  // without bias in g (block q at g + q·H), overwritten by the activated
+  // gates if keep_gates; every other pointer starts at the row's unit 0.
   template <class Cell, typename scalar_t>
-  static void forward_row(int64_t H, scalar_t* g, const scalar_t* b_ih, const scalar_t* b_hh,
-                          const scalar_t* c_prev, scalar_t* c_out, scalar_t* h_out,
-                          scalar_t* h_copy, scalar_t* c_copy, const scalar_t* peep) {
+  static void forward_units(int64_t H, int64_t u0, int64_t u1, scalar_t* g, bool keep_gates,
+                            const scalar_t* b_ih, const scalar_t* b_hh, const scalar_t* c_prev,
+                            scalar_t* c_out, scalar_t* h_out, scalar_t* h_copy,
+                            scalar_t* c_copy, const scalar_t* peep) {
     using V = MathVec<scalar_t>;
     constexpr int K = Cell::kGates;
-    for (int64_t u = 0; u < H; u += V::size()) {
-      const int64_t count = std::min<int64_t>(V::size(), H - u);
+    for (int64_t u = u0; u < u1; u += V::size()) {
+      const int64_t count = std::min<int64_t>(V::size(), u1 - u);
       V pre[K];
       for (int k = 0; k < K; ++k) {
         pre[k] = vload(g + k * H + u, count);
         if (b_ih) pre[k] = pre[k] + vload(b_ih + k * H + u, count);
         if (b_hh) pre[k] = pre[k] + vload(b_hh + k * H + u, count);
       }
-      cell_update<Cell>(H, pre, g + u, c_prev + u, c_out + u, h_out + u,
+      cell_update<Cell>(H, pre, keep_gates ? g + u : nullptr, c_prev + u, c_out + u, h_out + u,
                         h_copy ? h_copy + u : nullptr, c_copy ? c_copy + u : nullptr,
                         peep ? peep + u : nullptr, count);
     }
   }
 
+ private:
   template <class Cell, typename scalar_t>
   static void backward_row(int64_t H, const scalar_t* g, const scalar_t* c,
                            const scalar_t* c_prev, const scalar_t* dh_a, const scalar_t* dh_b,
