@@ -4,7 +4,7 @@
 #include <ATen/ATen.h>
 #include <torch/library.h>
 
-#include <vector>
+#include <optional>
 
 #include "../driver.h"
 #include "cell_step_cpu.h"
@@ -24,7 +24,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> cell_forward_cpu(
     return cell_forward<CpuPointwise>(input, hx, cx, w_ih, w_hh, b_ih, b_hh, need_gates, variant,
                                       peephole);
   };
-  if (!CellStep::usable(input.scalar_type(), d.B, d.I, d.H, kind.gates())) {
+  const EngineKey key{EngineUse::CellStep, input.scalar_type(), d.B, d.G, d.I + d.H, false};
+  auto e = CellStep::usable(input.scalar_type(), d.B, d.I, d.H, kind.gates())
+               ? settled_cpu_engine(key, {CpuEngine::Mkl, CpuEngine::Aten})
+               : std::optional<CpuEngine>(CpuEngine::Aten);
+  if (e == CpuEngine::Aten) {
     count_cpu_engine(CpuEngine::Aten);
     return library();
   }
@@ -44,10 +48,6 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> cell_forward_cpu(
                           gates.data_ptr<float>(), need_gates, cy.data_ptr<float>(),
                           hy.data_ptr<float>()};
   auto fused = [&] { with_cell(kind, [&](auto cell) { CellStep::run<decltype(cell)>(args); }); };
-
-  const EngineKey key{EngineUse::CellStep, input.scalar_type(), d.B, d.G, d.I + d.H, false};
-  const std::vector<CpuEngine> engines{CpuEngine::Mkl, CpuEngine::Aten};
-  auto e = settled_cpu_engine(key, engines);
   if (!e) e = timed_cpu_engine(key, {{CpuEngine::Mkl, fused}, {CpuEngine::Aten, [&] { library(); }}});
   count_cpu_engine(*e);
   if (*e == CpuEngine::Aten) return library();
