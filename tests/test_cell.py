@@ -33,17 +33,20 @@ def test_cell_matches_nn(dtype, I, H, B, bias, with_hx):
         assert_close_to_reference(a, b, r, dtype, name)
 
 
-@pytest.mark.parametrize("engine", ["mkl", "aten"])
+@pytest.mark.parametrize("engine", ["mkl", "small_batch", "aten"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
-@pytest.mark.parametrize("B,I,H", [(1, 1, 1), (8, 33, 97), (3, 256, 256), (64, 40, 48)])
+@pytest.mark.parametrize("B,I,H", [(1, 1, 1), (8, 33, 97), (3, 256, 256), (64, 40, 48), (6, 17, 30)])
 def test_cell_engines(engine, dtype, B, I, H):
-    """Each cell engine forced and seen to run once per step: mkl (float
-    only: the other types run on aten) with blocks of 16 units per thread and
-    a partial last block (H = 97, 1), and aten."""
+    """Each cell engine forced and seen to run once per step: mkl and
+    small_batch (float only: the other types run on aten) with blocks of 16
+    units per thread, a partial last block (H = 97, 30, 1), partial tiles of
+    4 rows and 4 units and K not a multiple of the vector (I = 17, 33), and
+    aten."""
     ref, ours, ref64 = cell_pair(I, H, True, dtype)
     x = torch.randn(B, I, dtype=torch.float64)
     hx = (torch.randn(B, H, dtype=torch.float64), torch.randn(B, H, dtype=torch.float64))
-    ran = engine if dtype == torch.float32 else "aten"
+    runs = dtype == torch.float32 and lstm_fused.cpu_engine_available(engine, dtype)
+    ran = engine if runs else "aten"
     before = lstm_fused.cpu_engine_counts()
     with lstm_fused.use_cpu_engine(engine):
         got = run_cell(ours, x, hx, dtype)

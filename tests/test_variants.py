@@ -143,11 +143,13 @@ def test_gradcheck(variant, peephole):
 
 @pytest.mark.parametrize("variant,peephole", CELLS, ids=CELL_IDS)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
-@pytest.mark.parametrize("engine", ["mkl", "aten"])
+@pytest.mark.parametrize("engine", ["mkl", "small_batch", "aten"])
 @pytest.mark.parametrize("H", [16, 40])
 def test_cell_matches_reference(variant, peephole, dtype, engine, H):
-    """Both cell engines (mkl: float only; float64 runs on aten); H = 40:
-    blocks of 16 units and a partial one."""
+    """Every cell engine (mkl, small_batch: float only; float64 runs on
+    aten); H = 40: blocks of 16 units and a partial one."""
+    if dtype == torch.float32 and not lstm_fused.cpu_engine_available(engine, dtype):
+        pytest.skip(f"the {engine} engine does not run {dtype} on this CPU")
     cell = randomize(lstm_fused.LSTMCell(6, H, variant=variant, peephole=peephole)).to(dtype)
     x, h, c = (torch.randn(5, n, dtype=dtype, requires_grad=True) for n in (6, H, H))
     params = list(cell.parameters())

@@ -1,10 +1,16 @@
-// The CPU lstm_cell op. Two engines, chosen like the layer's (engine_cpu.h):
-//   mkl   the single-region step (cell_step_cpu.h): float only
-//   aten  the driver: library GEMMs, then the pointwise pass (every type)
+// The CPU lstm_cell op. Three engines, chosen like the layer's (engine_cpu.h):
+//   mkl          the single-region step (cell_step_cpu.h) on MKL's sequential
+//                GEMM: float only
+//   small_batch  the same step on dot products along K (dot_gates_cpu.h):
+//                float, AVX-512 builds
+//   aten         the driver: library GEMMs, then the pointwise pass (every type)
 #include <ATen/ATen.h>
 #include <torch/library.h>
 
+#include <functional>
 #include <optional>
+#include <utility>
+#include <vector>
 
 #include "../driver.h"
 #include "cell_step_cpu.h"
@@ -24,10 +30,20 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> cell_forward_cpu(
     return cell_forward<CpuPointwise>(input, hx, cx, w_ih, w_hh, b_ih, b_hh, need_gates, variant,
                                       peephole);
   };
+  using Products = CellStep::Products;
+  std::vector<std::pair<CpuEngine, Products>> steps;
+  for (const auto& [engine, p] : {std::pair{CpuEngine::Mkl, Products::Library},
+                                  std::pair{CpuEngine::SmallBatch, Products::Dot}}) {
+    if (CellStep::usable(p, input.scalar_type(), d.B, d.I, d.H, kind.gates())) {
+      steps.emplace_back(engine, p);
+    }
+  }
+  std::vector<CpuEngine> engines;
+  for (const auto& s : steps) engines.push_back(s.first);
+  engines.push_back(CpuEngine::Aten);
   const EngineKey key{EngineUse::CellStep, input.scalar_type(), d.B, d.G, d.I + d.H, false};
-  auto e = CellStep::usable(input.scalar_type(), d.B, d.I, d.H, kind.gates())
-               ? settled_cpu_engine(key, {CpuEngine::Mkl, CpuEngine::Aten})
-               : std::optional<CpuEngine>(CpuEngine::Aten);
+  auto e = steps.empty() ? std::optional<CpuEngine>(CpuEngine::Aten)
+                         : settled_cpu_engine(key, engines);
   if (e == CpuEngine::Aten) {
     count_cpu_engine(CpuEngine::Aten);
     return library();
@@ -47,11 +63,20 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> cell_forward_cpu(
                           ptr_or_null<float>(bh), ptr_or_null<float>(pp),
                           gates.data_ptr<float>(), need_gates, cy.data_ptr<float>(),
                           hy.data_ptr<float>()};
-  auto fused = [&] { with_cell(kind, [&](auto cell) { CellStep::run<decltype(cell)>(args); }); };
-  if (!e) e = timed_cpu_engine(key, {{CpuEngine::Mkl, fused}, {CpuEngine::Aten, [&] { library(); }}});
+  auto fused = [&](Products p) {
+    with_cell(kind, [&](auto cell) { CellStep::run<decltype(cell)>(p, args); });
+  };
+  if (!e) {
+    std::vector<std::pair<CpuEngine, std::function<void()>>> candidates;
+    for (const auto& [engine, p] : steps) candidates.emplace_back(engine, [&, p = p] { fused(p); });
+    candidates.emplace_back(CpuEngine::Aten, [&] { library(); });
+    e = timed_cpu_engine(key, candidates);
+  }
   count_cpu_engine(*e);
   if (*e == CpuEngine::Aten) return library();
-  fused();
+  for (const auto& [engine, p] : steps) {
+    if (engine == *e) fused(p);
+  }
   return {hy, cy, kept_if(need_gates, gates, opts)};
 }
 

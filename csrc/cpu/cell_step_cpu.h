@@ -1,11 +1,12 @@
 #pragma once
 // One LSTMCell step in a single parallel region (float): each thread computes
-// the pre-activations of its own hidden units, all gates, with the library's
-// sequential GEMM on row blocks of W_ih and W_hh as they are (a gate's rows
-// for a run of units are contiguous, so nothing is re-laid), and applies the
-// cell update to those units at once. One fork/join per step instead of three
-// (two threaded GEMMs and the pointwise pass), and each thread reads only its
-// own rows of the weights.
+// the pre-activations of its own hidden units, all gates, from row blocks of
+// W_ih and W_hh as they are (a gate's rows for a run of units are contiguous,
+// so nothing is re-laid), and applies the cell update to those units at once.
+// One fork/join per step instead of three (two threaded GEMMs and the
+// pointwise pass), and each thread reads only its own rows of the weights.
+// The products run on the library's sequential GEMM (Products::Library) or
+// as dot products along K (Products::Dot, dot_gates_cpu.h).
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 
@@ -13,6 +14,7 @@
 #include <climits>
 #include <cstdint>
 
+#include "dot_gates_cpu.h"
 #include "pointwise_cpu.h"
 
 // The Fortran BLAS GEMM that torch's x86 builds export from libtorch_cpu
@@ -45,17 +47,27 @@ struct CellStepArgs {
 
 class CellStep {
  public:
+  enum class Products { Library, Dot };
+
   // Units per thread's block: a whole number of vectors.
   static constexpr int64_t kUnits = 16;
 
   // Whether this CPU and torch build can run it on these shapes.
-  static bool usable(at::ScalarType dtype, int64_t B, int64_t I, int64_t H, int64_t K) {
-    return dtype == at::kFloat && sgemm_ != nullptr && B >= 1 && I >= 1 && H >= 1 &&
-           K * H <= INT_MAX && I <= INT_MAX && B <= INT_MAX;
+  static bool usable(Products p, at::ScalarType dtype, int64_t B, int64_t I, int64_t H,
+                     int64_t K) {
+    if (dtype != at::kFloat || B < 1 || I < 1 || H < 1) return false;
+    if (p == Products::Dot) {
+#if defined(CPU_CAPABILITY_AVX512)
+      return true;
+#else
+      return false;
+#endif
+    }
+    return sgemm_ != nullptr && K * H <= INT_MAX && I <= INT_MAX && B <= INT_MAX;
   }
 
   template <class Cell>
-  static void run(const CellStepArgs& a) {
+  static void run(Products p, const CellStepArgs& a) {
     constexpr int64_t K = Cell::kGates;
     const int64_t G = K * a.H, groups = (a.H + kUnits - 1) / kUnits;
     // Grain 1 with OpenMP's even split: the same thread gets the same units
@@ -65,9 +77,17 @@ class CellStep {
       const int64_t u0 = g0 * kUnits, u1 = std::min(a.H, g1 * kUnits);
       for (int64_t q = 0; q < K; ++q) {
         float* out = a.gates + q * a.H + u0;
-        // column-major view: out (units × B, ld G) = W rows (units × I)·xᵀ
-        gemm_t(u1 - u0, a.B, a.I, a.w_ih + (q * a.H + u0) * a.I, a.x, 0.f, out, G);
-        gemm_t(u1 - u0, a.B, a.H, a.w_hh + (q * a.H + u0) * a.H, a.h, 1.f, out, G);
+        const float* wi = a.w_ih + (q * a.H + u0) * a.I;
+        const float* wh = a.w_hh + (q * a.H + u0) * a.H;
+        if (p == Products::Library) {
+          // column-major view: out (units × B, ld G) = W rows (units × I)·xᵀ
+          gemm_t(u1 - u0, a.B, a.I, wi, a.x, 0.f, out, G);
+          gemm_t(u1 - u0, a.B, a.H, wh, a.h, 1.f, out, G);
+        } else {
+#if defined(CPU_CAPABILITY_AVX512)
+          dot_gates(a.B, u1 - u0, a.I, a.H, a.x, a.h, wi, wh, out, G);
+#endif
+        }
       }
       for (int64_t r = 0; r < a.B; ++r) {
         const int64_t off = r * a.H;
