@@ -8,6 +8,7 @@
 //   aten         the library GEMM (torch.mm) per step, then the pointwise pass
 //   small_batch  the hand-written fused step for the smallest float layers
 //                (small_batch_cpu.h)
+// An LSTMCell step has its own mkl, small_batch and aten (cell_cpu.cpp).
 //
 // Choice, per (direction, dtype, B, N, K, threads, projection): a pinned
 // engine (lstm_fused.set_cpu_engine / LSTM_FUSED_CPU_ENGINE) when it can run
