@@ -201,13 +201,28 @@ class CellFunction : public torch::autograd::Function<CellFunction> {
             .findSchemaOrThrow("lstm_fused::lstm_cell_backward", "")
             .typed<std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor>(
                 const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&,
-                const Tensor&, const Tensor&, const Tensor&, const Tensor&, bool, int64_t,
-                const std::optional<Tensor>&)>();
+                const Tensor&, const Tensor&, const Tensor&, const Tensor&, bool, bool, bool,
+                bool, int64_t, const std::optional<Tensor>&)>();
     const bool has_bias = b_ih.defined();
-    auto [gi, ghx, gcx, gwi, gwh, gb, gp] = op.call(g[0], g[1], input, hx, cx, w_ih, w_hh, cy,
-                                                    gates, has_bias, variant, as_opt(peep));
-    return {gi,     ghx,      gcx,      gwi, gwh, has_bias ? gb : Tensor(), has_bias ? gb : Tensor(),
-            Tensor(), Tensor(), peep.defined() ? gp : Tensor()};
+    // As for the layer: no GEMM for a gradient nobody asked for (an input on
+    // raw features, a first step's zero state, frozen weights).
+    const auto need = needed_grads(
+        {input, hx, cx, w_ih, w_hh, b_ih, b_hh, Tensor(), Tensor(), peep}, ctx);
+    const bool need_weights = std::any_of(need.begin() + 3, need.end(), [](bool b) { return b; });
+    auto [gi, ghx, gcx, gwi, gwh, gb, gp] =
+        op.call(g[0], g[1], input, hx, cx, w_ih, w_hh, cy, gates, has_bias, need[0], need[1],
+                need_weights, variant, as_opt(peep));
+    auto asked = [](bool need, const Tensor& t) { return need ? t : Tensor(); };
+    return {asked(need[0], gi),
+            asked(need[1], ghx),
+            gcx,
+            asked(need_weights, gwi),
+            asked(need_weights, gwh),
+            asked(need_weights && has_bias, gb),
+            asked(need_weights && has_bias, gb),
+            Tensor(),
+            Tensor(),
+            asked(need_weights && peep.defined(), gp)};
   }
 };
 

@@ -203,7 +203,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
 cell_backward(const at::Tensor& grad_hy, const at::Tensor& grad_cy, const at::Tensor& input,
               const at::Tensor& hx, const at::Tensor& cx, const at::Tensor& w_ih,
               const at::Tensor& w_hh, const at::Tensor& cy, const at::Tensor& gates, bool has_bias,
-              int64_t variant, const std::optional<at::Tensor>& peephole) {
+              bool need_input_grad, bool need_hx_grad, bool need_weight_grad, int64_t variant,
+              const std::optional<at::Tensor>& peephole) {
   const auto kind = cell_kind(variant, peephole);
   const auto d = check_cell_args(input, hx, cx, w_ih, w_hh, std::nullopt, std::nullopt, kind,
                                  peephole);
@@ -216,7 +217,7 @@ cell_backward(const at::Tensor& grad_hy, const at::Tensor& grad_cy, const at::Te
   const auto cyc = cy.contiguous();
   const auto g = gates.contiguous();
   const auto pp = peephole.has_value() ? peephole->contiguous() : at::Tensor();
-  const auto dpeep = peephole_accumulators(kind, true, d.B, d.H, input.options());
+  const auto dpeep = peephole_accumulators(kind, need_weight_grad, d.B, d.H, input.options());
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, input.scalar_type(), "lstm_cell_backward", [&] {
     with_cell(kind, [&](auto cell) {
       PW::template backward<decltype(cell), scalar_t>(
@@ -226,13 +227,17 @@ cell_backward(const at::Tensor& grad_hy, const at::Tensor& grad_cy, const at::Te
           ptr_or_null<at::opmath_type<scalar_t>>(dpeep));
     });
   });
-  return {at::mm(dgates, w_ih),
-          at::mm(dgates, w_hh),
+  const auto opts = input.options();
+  auto if_asked = [&](bool asked, auto&& compute) {
+    return asked ? at::Tensor(compute()) : at::empty({0}, opts);
+  };
+  return {if_asked(need_input_grad, [&] { return at::mm(dgates, w_ih); }),
+          if_asked(need_hx_grad, [&] { return at::mm(dgates, w_hh); }),
           dc,
-          at::mm(dgates.t(), input),
-          at::mm(dgates.t(), hx),
-          has_bias ? dgates.sum(0) : at::empty({0}, input.options()),
-          peephole_grad(dpeep, input.scalar_type(), input.options())};
+          if_asked(need_weight_grad, [&] { return at::mm(dgates.t(), input); }),
+          if_asked(need_weight_grad, [&] { return at::mm(dgates.t(), hx); }),
+          if_asked(need_weight_grad && has_bias, [&] { return dgates.sum(0); }),
+          peephole_grad(dpeep, input.scalar_type(), opts)};
 }
 
 template <class PW>

@@ -20,10 +20,14 @@ TORCH_LIBRARY(lstm_fused, m) {
       "lstm_cell(Tensor input, Tensor hx, Tensor cx, Tensor w_ih, Tensor w_hh, "
       "Tensor? b_ih, Tensor? b_hh, bool need_gates, int variant=0, Tensor? peephole=None) -> "
       "(Tensor hy, Tensor cy, Tensor gates)");
-  // grad_peephole is empty without peepholes.
+  // grad_peephole is empty without peepholes. Only the gradients asked for
+  // are computed: grad_input is empty unless need_input_grad, grad_hx unless
+  // need_hx_grad, the weight, bias and peephole gradients unless
+  // need_weight_grad.
   m.def(
       "lstm_cell_backward(Tensor grad_hy, Tensor grad_cy, Tensor input, Tensor hx, "
       "Tensor cx, Tensor w_ih, Tensor w_hh, Tensor cy, Tensor gates, bool has_bias, "
+      "bool need_input_grad=True, bool need_hx_grad=True, bool need_weight_grad=True, "
       "int variant=0, Tensor? peephole=None) -> "
       "(Tensor grad_input, Tensor grad_hx, Tensor grad_cx, Tensor grad_w_ih, "
       "Tensor grad_w_hh, Tensor grad_bias, Tensor grad_peephole)");

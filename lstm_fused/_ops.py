@@ -40,17 +40,21 @@ def _cell_fake(input, hx, cx, w_ih, w_hh, b_ih, b_hh, need_gates, variant=0, pee
 
 
 @torch.library.register_fake("lstm_fused::lstm_cell_backward")
-def _cell_backward_fake(grad_hy, grad_cy, input, hx, cx, w_ih, w_hh, cy, gates, has_bias, variant=0,
+def _cell_backward_fake(grad_hy, grad_cy, input, hx, cx, w_ih, w_hh, cy, gates, has_bias,
+                        need_input_grad=True, need_hx_grad=True, need_weight_grad=True, variant=0,
                         peephole=None):
-    bias = input.new_empty((w_ih.shape[0],)) if has_bias else input.new_empty((0,))
+    def asked(need, like):
+        return torch.empty_like(like) if need else input.new_empty((0,))
+
+    w = need_weight_grad
     return (
-        torch.empty_like(input),
-        torch.empty_like(hx),
+        asked(need_input_grad, input),
+        asked(need_hx_grad, hx),
         torch.empty_like(cx),
-        torch.empty_like(w_ih),
-        torch.empty_like(w_hh),
-        bias,
-        torch.empty_like(peephole) if peephole is not None else input.new_empty((0,)),
+        asked(w, w_ih),
+        asked(w, w_hh),
+        input.new_empty((w_ih.shape[0],)) if w and has_bias else input.new_empty((0,)),
+        asked(w and peephole is not None, peephole) if peephole is not None else input.new_empty((0,)),
     )
 
 

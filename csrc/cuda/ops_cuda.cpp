@@ -158,10 +158,12 @@ std::tuple<Tensor, Tensor, Tensor> cell_forward_cuda(const Tensor& input, const 
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> cell_backward_cuda(
     const Tensor& grad_hy, const Tensor& grad_cy, const Tensor& input, const Tensor& hx,
     const Tensor& cx, const Tensor& w_ih, const Tensor& w_hh, const Tensor& cy,
-    const Tensor& gates, bool has_bias, int64_t variant, const std::optional<Tensor>& peephole) {
+    const Tensor& gates, bool has_bias, bool need_input_grad, bool need_hx_grad,
+    bool need_weight_grad, int64_t variant, const std::optional<Tensor>& peephole) {
   const c10::cuda::CUDAGuard guard(input.device());
   return cell_backward<CudaPointwise>(grad_hy, grad_cy, input, hx, cx, w_ih, w_hh, cy, gates,
-                                      has_bias, variant, peephole);
+                                      has_bias, need_input_grad, need_hx_grad, need_weight_grad,
+                                      variant, peephole);
 }
 
 // ------------------------------------------------------------------ layer
