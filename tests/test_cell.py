@@ -71,6 +71,25 @@ def test_cell_engine_choice_is_timed_once():
     torch.testing.assert_close(first, second, rtol=0, atol=0)
 
 
+def test_cell_deterministic_algorithms_fix_the_engine():
+    """Under deterministic algorithms the first engine of the fixed order runs
+    (mkl for float32) without timing."""
+    if not lstm_fused.cpu_engine_available("mkl", torch.float32):
+        pytest.skip("this torch build has no MKL")
+    torch.ops.lstm_fused._cpu_clear_engine_choices()
+    cell = lstm_fused.LSTMCell(24, 40)
+    x, hx = torch.randn(6, 24), (torch.randn(6, 40), torch.randn(6, 40))
+    torch.use_deterministic_algorithms(True)
+    try:
+        before = lstm_fused.cpu_engine_counts()
+        first, second = cell(x, hx), cell(x, hx)
+        assert lstm_fused.cpu_engine_counts()["mkl"] - before["mkl"] == 2
+    finally:
+        torch.use_deterministic_algorithms(False)
+    assert lstm_fused.cpu_engine_choices() == []
+    torch.testing.assert_close(first, second, rtol=0, atol=0)
+
+
 def test_cell_unbatched():
     ref, ours, _ = cell_pair(3, 4, True, torch.float32)
     x = torch.randn(3)
