@@ -30,6 +30,17 @@ std::optional<Tensor> as_opt(const Tensor& t) {
   return t.defined() ? std::optional<Tensor>(t) : std::nullopt;
 }
 
+// Whether any weight needs a gradient: in both ops the arguments from the
+// fourth on (w_ih, w_hh, biases, w_hr, peepholes; the rest are never
+// differentiable).
+bool weights_need_grad(const std::vector<bool>& need) {
+  return std::any_of(need.begin() + 3, need.end(), [](bool b) { return b; });
+}
+
+// A computed gradient if it was asked for, else none (the ops return empty
+// tensors for what they were not asked).
+Tensor if_asked(bool asked, const Tensor& t) { return asked ? t : Tensor(); }
+
 // Which of `inputs` (undefined ones included, as positions) need a gradient:
 // needs_input_grad counts only the tensor arguments that were given.
 std::vector<bool> needed_grads(const variable_list& inputs, AutogradContext* ctx) {
@@ -134,24 +145,23 @@ class LayerFunction : public torch::autograd::Function<LayerFunction> {
     // weights.
     const auto need = needed_grads(args, ctx);
     const bool need_input = need[0];
-    const bool need_weights = std::any_of(need.begin() + 3, need.end(), [](bool b) { return b; });
+    const bool need_weights = weights_need_grad(need);
     auto [gi, gh0, gc0, gwi, gwh, gb, gwr, gp] =
         op.call(g[0], g[1], g[2], input, h0, c0, w_ih, w_hh, as_opt(w_hr), lengths, out, gates,
                 cells, has_bias, reverse, need_input, need_weights, variant, as_opt(peep));
-    auto asked = [](bool need, const Tensor& t) { return need ? t : Tensor(); };
-    return {asked(need_input, gi),
+    return {if_asked(need_input, gi),
             gh0,
             gc0,
-            asked(need_weights, gwi),
-            asked(need_weights, gwh),
-            asked(need_weights && has_bias, gb),
-            asked(need_weights && has_bias, gb),
-            asked(need_weights && w_hr.defined(), gwr),
+            if_asked(need_weights, gwi),
+            if_asked(need_weights, gwh),
+            if_asked(need_weights && has_bias, gb),
+            if_asked(need_weights && has_bias, gb),
+            if_asked(need_weights && w_hr.defined(), gwr),
             Tensor(),
             Tensor(),
             Tensor(),
             Tensor(),
-            asked(need_weights && peep.defined(), gp)};
+            if_asked(need_weights && peep.defined(), gp)};
   }
 };
 
@@ -190,11 +200,12 @@ class CellFunction : public torch::autograd::Function<CellFunction> {
     const Tensor &b_ih = s[5], &b_hh = s[6], &cy = s[7], &gates = s[8], &peep = s[9];
     const int64_t variant = ctx->saved_data["variant"].toInt();
     const variable_list g = {or_zeros(grads[0], cy), or_zeros(grads[1], cy)};
+    // the forward's arguments, undefined where not a tensor
+    const variable_list args = {input, hx, cx, w_ih, w_hh, b_ih, b_hh, Tensor(), Tensor(), peep};
     if (at::GradMode::is_enabled()) {
       return differentiable_vjp(cell_reference(input, hx, cx, w_ih, w_hh, b_ih, b_hh,
                                                cell_kind(variant, as_opt(peep)), peep),
-                                g, {input, hx, cx, w_ih, w_hh, b_ih, b_hh, Tensor(), Tensor(), peep},
-                                ctx);
+                                g, args, ctx);
     }
     static const auto op =
         c10::Dispatcher::singleton()
@@ -206,23 +217,21 @@ class CellFunction : public torch::autograd::Function<CellFunction> {
     const bool has_bias = b_ih.defined();
     // As for the layer: no GEMM for a gradient nobody asked for (an input on
     // raw features, a first step's zero state, frozen weights).
-    const auto need = needed_grads(
-        {input, hx, cx, w_ih, w_hh, b_ih, b_hh, Tensor(), Tensor(), peep}, ctx);
-    const bool need_weights = std::any_of(need.begin() + 3, need.end(), [](bool b) { return b; });
+    const auto need = needed_grads(args, ctx);
+    const bool need_weights = weights_need_grad(need);
     auto [gi, ghx, gcx, gwi, gwh, gb, gp] =
         op.call(g[0], g[1], input, hx, cx, w_ih, w_hh, cy, gates, has_bias, need[0], need[1],
                 need_weights, variant, as_opt(peep));
-    auto asked = [](bool need, const Tensor& t) { return need ? t : Tensor(); };
-    return {asked(need[0], gi),
-            asked(need[1], ghx),
+    return {if_asked(need[0], gi),
+            if_asked(need[1], ghx),
             gcx,
-            asked(need_weights, gwi),
-            asked(need_weights, gwh),
-            asked(need_weights && has_bias, gb),
-            asked(need_weights && has_bias, gb),
+            if_asked(need_weights, gwi),
+            if_asked(need_weights, gwh),
+            if_asked(need_weights && has_bias, gb),
+            if_asked(need_weights && has_bias, gb),
             Tensor(),
             Tensor(),
-            asked(need_weights && peep.defined(), gp)};
+            if_asked(need_weights && peep.defined(), gp)};
   }
 };
 

@@ -54,7 +54,7 @@ def _cell_backward_fake(grad_hy, grad_cy, input, hx, cx, w_ih, w_hh, cy, gates, 
         asked(w, w_ih),
         asked(w, w_hh),
         input.new_empty((w_ih.shape[0],)) if w and has_bias else input.new_empty((0,)),
-        asked(w and peephole is not None, peephole) if peephole is not None else input.new_empty((0,)),
+        asked(w and peephole is not None, peephole),
     )
 
 

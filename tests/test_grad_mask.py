@@ -19,6 +19,16 @@ def layer_args(T=6, B=3, I=5, H=8, proj=0, dtype=torch.float32):
     return x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr
 
 
+def assert_only_asked(got, full, asked):
+    """Each output of a backward op asked for equals the full backward's; the
+    others are empty."""
+    for i, (a, f, want) in enumerate(zip(got, full, asked)):
+        if want:
+            assert torch.equal(a, f), f"output {i} differs from the full backward"
+        else:
+            assert a.numel() == 0, f"output {i} was computed though not asked for"
+
+
 @pytest.mark.parametrize("need_input,need_weights", [(True, True), (False, True), (True, False), (False, False)])
 @pytest.mark.parametrize("proj", [0, 4])
 def test_backward_op_returns_what_is_asked(need_input, need_weights, proj):
@@ -28,12 +38,8 @@ def test_backward_op_returns_what_is_asked(need_input, need_weights, proj):
     full = ops.lstm_layer_backward(go, ghn, gcn, x, h0, c0, w_ih, w_hh, w_hr, None, out, gates, cells, True, False)
     args = (go, ghn, gcn, x, h0, c0, w_ih, w_hh, w_hr, None, out, gates, cells, True, False, need_input, need_weights)
     got = ops.lstm_layer_backward(*args)
-    asked = [need_input, True, True, need_weights, need_weights, need_weights, need_weights and proj > 0]
-    for i, (a, f, want) in enumerate(zip(got, full, asked)):
-        if want:
-            assert torch.equal(a, f), f"output {i} differs from the full backward"
-        else:
-            assert a.numel() == 0, f"output {i} was computed though not asked for"
+    assert_only_asked(got, full, [need_input, True, True, need_weights, need_weights, need_weights,
+                                  need_weights and proj > 0])
     torch.library.opcheck(ops.lstm_layer_backward.default, args)
 
 
@@ -105,12 +111,7 @@ def test_cell_backward_op_returns_what_is_asked(need_input, need_hx, need_weight
     full = ops.lstm_cell_backward(ghy, gcy, x, h, c, w_ih, w_hh, cy, gates, True)
     args = (ghy, gcy, x, h, c, w_ih, w_hh, cy, gates, True, need_input, need_hx, need_weights)
     got = ops.lstm_cell_backward(*args)
-    asked = [need_input, need_hx, True, need_weights, need_weights, need_weights, False]
-    for i, (a, f, want) in enumerate(zip(got, full, asked)):
-        if want:
-            assert torch.equal(a, f), f"output {i} differs from the full backward"
-        else:
-            assert a.numel() == 0, f"output {i} was computed though not asked for"
+    assert_only_asked(got, full, [need_input, need_hx, True, need_weights, need_weights, need_weights, False])
     torch.library.opcheck(ops.lstm_cell_backward.default, args)
 
 

@@ -56,6 +56,18 @@ inline void accumulate(__m512 (&acc)[16], const float* const (&a)[4], const floa
   if (k < K) step(k, static_cast<__mmask16>((1u << (K - k)) - 1));
 }
 
+// Row pointers of a tile of 4 rows from `first` (count of them real) in two
+// K-contiguous matrices; a partial tile repeats its last row, whose results
+// are not stored.
+inline void tile_rows(const float* a, int64_t lda, const float* b, int64_t ldb, int64_t first,
+                      int64_t count, const float* (&pa)[4], const float* (&pb)[4]) {
+  for (int64_t i = 0; i < 4; ++i) {
+    const int64_t row = first + std::min(i, count - 1);
+    pa[i] = a + row * lda;
+    pb[i] = b + row * ldb;
+  }
+}
+
 }  // namespace dot_detail
 
 // out[r·ldo + u] = x[r]·w_x[u] + h[r]·w_h[u] for r < B, u < n:
@@ -67,21 +79,12 @@ inline void dot_gates(int64_t B, int64_t n, int64_t I, int64_t H, const float* x
   using namespace dot_detail;
   for (int64_t u = 0; u < n; u += 4) {
     const int64_t nu = std::min<int64_t>(4, n - u);
-    // a partial tile repeats its last row; the repeats are not stored
     const float *wx[4], *wh[4];
-    for (int64_t j = 0; j < 4; ++j) {
-      const int64_t row = u + std::min(j, nu - 1);
-      wx[j] = w_x + row * I;
-      wh[j] = w_h + row * H;
-    }
+    tile_rows(w_x, I, w_h, H, u, nu, wx, wh);
     for (int64_t r0 = 0; r0 < B; r0 += 4) {
       const int64_t nr = std::min<int64_t>(4, B - r0);
       const float *ax[4], *ah[4];
-      for (int64_t r = 0; r < 4; ++r) {
-        const int64_t row = r0 + std::min(r, nr - 1);
-        ax[r] = x + row * I;
-        ah[r] = h + row * H;
-      }
+      tile_rows(x, I, h, H, r0, nr, ax, ah);
       __m512 acc[16];
       for (auto& a : acc) a = _mm512_setzero_ps();
       accumulate(acc, ax, wx, I);
