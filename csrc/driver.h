@@ -307,13 +307,21 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> layer_for
         // h_{t-1} is read from the previous step's output rows, which the step
         // does not write, or from h0 for rows that start at this step (all at
         // the first step; the shorter sequences of a reversed packed batch
-        // later on).
+        // later on). Without lengths every row runs every step: the whole
+        // recurrence in one parallel region.
         const auto h0c = h0.contiguous();
         at::Tensor starting;  // previous output rows, then h0 rows, when some rows start
         AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, input.scalar_type(), "lstm_layer_fused", [&] {
           scalar_t* out = output.data_ptr<scalar_t>();
           scalar_t* gt = gates.data_ptr<scalar_t>();
           scalar_t* ct = need_grad ? cells.data_ptr<scalar_t>() : nullptr;
+          if (!packed) {
+            step->template sequence<Cell, scalar_t>(
+                d.T, d.B, d.H, reverse, h0c.data_ptr<scalar_t>(), gt, ptr_or_null<scalar_t>(bias),
+                c.data_ptr<scalar_t>(), h.data_ptr<scalar_t>(), out, ct, need_grad,
+                ptr_or_null<scalar_t>(peep));
+            return;
+          }
           const int64_t BH = d.B * d.H, BG = d.B * d.G;
           for (int64_t s = 0; s < d.T; ++s) {
             const int64_t t = reverse ? d.T - 1 - s : s;

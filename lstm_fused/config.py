@@ -51,6 +51,13 @@ def cpu_engine_counts() -> dict:
     return dict(zip(CPU_ENGINES, _C_ops._cpu_engine_counts()))
 
 
+def cpu_sequence_count() -> int:
+    """Layer calls in this process whose fused forward (small_batch, onednn) ran
+    all its steps in one parallel region, one barrier per step; packed batches
+    run step by step."""
+    return _C_ops._cpu_sequence_count()
+
+
 def cpu_engine_available(name: str, dtype: torch.dtype) -> bool:
     """Whether CPU engine `name` runs `dtype` on this CPU and build."""
     if name not in CPU_ENGINES:

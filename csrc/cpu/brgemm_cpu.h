@@ -26,6 +26,8 @@
 #include <cstdint>
 #include <type_traits>
 
+#include "fused_step_cpu.h"
+
 namespace lstm_fused {
 
 // Whether brgemm runs scalar_t on this CPU, and whether it wants the weight
@@ -200,58 +202,64 @@ class BrgemmFusedStep {
         scratch_(at::empty({at::get_num_threads(), batch, K_ * group_},
                            w_hh.options().dtype(at::kFloat))) {}
 
-  //   h_prev   (n, H)   h_{t-1}; must not alias any output
-  //   gates    (n, KH)  in: x_t·W_ihᵀ (Cell's gate blocks); out: activated gates if keep_gates
-  //   bias     (KH)     b_ih + b_hh; may be null
-  //   c        (n, H)   in: c_{t-1}; out: c_t
-  //   h_out    (n, H)   h_t
-  //   h_copy   (n, H)   second destination of h_t; may be null
-  //   c_copy   (n, H)   second destination of c_t; may be null
-  //   peep     (rows, H) Cell's peephole weights; null without
+  // The fused step engine interface of fused_step_cpu.h; a part is a group.
+  int64_t parts() const { return H_ / group_; }
+  int64_t grain(int64_t n) const { return std::max<int64_t>(1, blocks_.grain(n) / (group_ / nb_)); }
+  void end_parts() const { blocks_.release(); }
+
   template <class Cell>
-  void step(int64_t n, const scalar_t* h_prev, scalar_t* gates, const scalar_t* bias,
-            scalar_t* c, scalar_t* h_out, scalar_t* h_copy, scalar_t* c_copy,
-            bool keep_gates, const scalar_t* peep) const {
-    if (n == 0) return;
+  void check() const {
     TORCH_CHECK(Cell::kGates == K_, "lstm_fused: fused oneDNN step built for another cell");
+  }
+
+  template <class Cell>
+  void step(int64_t n, const FusedStepArgs<scalar_t>& a) const {
+    if (n == 0) return;
+    check<Cell>();
+    at::parallel_for(0, parts(), grain(n), [&](int64_t j0, int64_t j1) {
+      run_parts<Cell>(n, a, j0, j1);
+      end_parts();
+    });
+  }
+
+  template <class Cell>
+  void run_parts(int64_t n, const FusedStepArgs<scalar_t>& a, int64_t j0, int64_t j1) const {
     using V = typename Activations::template MathVec<scalar_t>;
     constexpr int K = Cell::kGates;
     const int64_t H = H_, G = K * H_, nb = nb_, subs = group_ / nb_, w = K * group_;
-    const int64_t groups = H / group_, grain = std::max<int64_t>(1, blocks_.grain(n) / subs);
     constexpr int64_t kLine = 64 / sizeof(scalar_t);
-    at::parallel_for(0, groups, grain, [&](int64_t j0, int64_t j1) {
-      float* s = scratch_.data_ptr<float>() + at::get_thread_num() * batch_ * w;
-      for (int64_t j = j0; j < j1; ++j) {
-        // block k of the group: its K gates × nb units at columns k·K·nb of s
-        for (int64_t k = 0; k < subs; ++k) {
-          blocks_.run(j * subs + k, n, h_prev, H, s + k * K * nb, w, false);
+    scalar_t* const gates = a.gates;
+    scalar_t* const c = a.c;
+    float* s = scratch_.data_ptr<float>() + at::get_thread_num() * batch_ * w;
+    for (int64_t j = j0; j < j1; ++j) {
+      // block k of the group: its K gates × nb units at columns k·K·nb of s
+      for (int64_t k = 0; k < subs; ++k) {
+        blocks_.run(j * subs + k, n, a.h_prev, H, s + k * K * nb, w, false);
+      }
+      const int64_t u0 = j * group_;
+      for (int64_t r = 0; r < n; ++r) {
+        if (r + 1 < n) {
+          for (int64_t l = 0; l < group_; l += kLine) {
+            for (int q = 0; q < K; ++q) __builtin_prefetch(gates + (r + 1) * G + q * H + u0 + l);
+            __builtin_prefetch(c + (r + 1) * H + u0 + l);
+          }
         }
-        const int64_t u0 = j * group_;
-        for (int64_t r = 0; r < n; ++r) {
-          if (r + 1 < n) {
-            for (int64_t l = 0; l < group_; l += kLine) {
-              for (int q = 0; q < K; ++q) __builtin_prefetch(gates + (r + 1) * G + q * H + u0 + l);
-              __builtin_prefetch(c + (r + 1) * H + u0 + l);
-            }
+        for (int64_t v = 0; v < group_; v += V::size()) {
+          const int64_t u = u0 + v, off = r * H + u;
+          const float* sv = s + r * w + (v / nb) * K * nb + v % nb;
+          scalar_t* g = gates + r * G + u;
+          V pre[K];
+          for (int q = 0; q < K; ++q) {
+            pre[q] = V::loadu(sv + q * nb) + Activations::vload(g + q * H);
+            if (a.bias) pre[q] = pre[q] + Activations::vload(a.bias + q * H + u);
           }
-          for (int64_t v = 0; v < group_; v += V::size()) {
-            const int64_t u = u0 + v, off = r * H + u;
-            const float* sv = s + r * w + (v / nb) * K * nb + v % nb;
-            scalar_t* g = gates + r * G + u;
-            V pre[K];
-            for (int q = 0; q < K; ++q) {
-              pre[q] = V::loadu(sv + q * nb) + Activations::vload(g + q * H);
-              if (bias) pre[q] = pre[q] + Activations::vload(bias + q * H + u);
-            }
-            Activations::template cell_update<Cell>(
-                H, pre, keep_gates ? g : nullptr, c + off, c + off, h_out + off,
-                h_copy ? h_copy + off : nullptr, c_copy ? c_copy + off : nullptr,
-                peep ? peep + u : nullptr);
-          }
+          Activations::template cell_update<Cell>(
+              H, pre, a.keep_gates ? g : nullptr, c + off, c + off, a.h_out + off,
+              a.h_copy ? a.h_copy + off : nullptr, a.c_copy ? a.c_copy + off : nullptr,
+              a.peep ? a.peep + u : nullptr);
         }
       }
-      blocks_.release();
-    });
+    }
   }
 
  private:

@@ -51,6 +51,9 @@ void set_pinned_cpu_engine(CpuEngine e);
 
 // Layer and cell calls each engine has run since the process started.
 void count_cpu_engine(CpuEngine e);
+// Layer calls whose fused forward ran all its steps in one parallel region
+// (fused_sequence).
+void count_cpu_sequence();
 
 // What is timed: a forward step, the product alone (the backward's), a
 // large 16-bit GEMM (the input projection, the gradients), where onednn

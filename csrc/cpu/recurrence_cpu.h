@@ -236,25 +236,25 @@ class CpuForwardStep {
   bool fused() const { return !gemm_; }
   CpuStepGemm& gemm() { return *gemm_; }
 
-  // A fused step (fused() only); arguments as SmallBatchStep::step.
+  // A fused step (fused() only); arguments as FusedStepArgs.
   template <class Cell, typename scalar_t>
   void step(int64_t n, const scalar_t* h_prev, scalar_t* gates, const scalar_t* bias,
             scalar_t* c, scalar_t* h_out, scalar_t* h_copy, scalar_t* c_copy,
             bool keep_gates, const scalar_t* peep) const {
-    std::visit(
-        [&](const auto& f) {
-          using F = std::decay_t<decltype(f)>;
-          if constexpr (std::is_same_v<F, SmallBatchStep<Act>> && std::is_same_v<scalar_t, float>) {
-            f.template step<Cell>(n, h_prev, gates, bias, c, h_out, h_copy, c_copy, keep_gates,
-                                  peep);
-          } else if constexpr (std::is_same_v<F, BrgemmFusedStep<Act, scalar_t>>) {
-            f.template step<Cell>(n, h_prev, gates, bias, c, h_out, h_copy, c_copy, keep_gates,
-                                  peep);
-          } else {
-            TORCH_CHECK(false, "lstm_fused: no fused CPU step of this type was built");
-          }
-        },
-        fused_);
+    const FusedStepArgs<scalar_t> a{h_prev, gates, bias, c, h_out, h_copy, c_copy, keep_gates, peep};
+    with_fused<scalar_t>([&](const auto& f) { f.template step<Cell>(n, a); });
+  }
+
+  // All T steps of n rows that run at every step (fused() only), in one
+  // parallel region; arguments as fused_sequence.
+  template <class Cell, typename scalar_t>
+  void sequence(int64_t T, int64_t n, int64_t H, bool reverse, const scalar_t* h0,
+                scalar_t* gates, const scalar_t* bias, scalar_t* c, scalar_t* h, scalar_t* out,
+                scalar_t* cells, bool keep_gates, const scalar_t* peep) const {
+    with_fused<scalar_t>([&](const auto& f) {
+      fused_sequence<Cell>(f, T, n, H, reverse, h0, gates, bias, c, h, out, cells, keep_gates,
+                           peep);
+    });
   }
 
  private:
@@ -262,6 +262,23 @@ class CpuForwardStep {
   static bool fused_onednn(const at::Tensor& w_hh, int64_t K) {
     const int64_t H = w_hh.size(0) / K;
     return w_hh.size(1) == H && BrgemmFusedStep<Act, float>::usable(K, H, false, w_hh.scalar_type());
+  }
+
+  // fn(the fused engine) where it runs scalar_t.
+  template <typename scalar_t, class Fn>
+  void with_fused(Fn&& fn) const {
+    std::visit(
+        [&](const auto& f) {
+          using F = std::decay_t<decltype(f)>;
+          if constexpr (std::is_same_v<F, SmallBatchStep<Act>> && std::is_same_v<scalar_t, float>) {
+            fn(f);
+          } else if constexpr (std::is_same_v<F, BrgemmFusedStep<Act, scalar_t>>) {
+            fn(f);
+          } else {
+            TORCH_CHECK(false, "lstm_fused: no fused CPU step of this type was built");
+          }
+        },
+        fused_);
   }
 
   CpuEngine engine_;

@@ -18,6 +18,8 @@
 #include <algorithm>
 #include <cstdint>
 
+#include "fused_step_cpu.h"
+
 #if defined(CPU_CAPABILITY_AVX512)
 #include <immintrin.h>
 #endif
@@ -57,55 +59,49 @@ class SmallBatchStep {
     wp_ = w_hh.contiguous().view({K_, groups_, kUnits, H_}).permute({1, 3, 0, 2}).contiguous();
   }
 
-  // One step for rows [0, n):
-  //   h_prev   (n, H)   h_{t-1}; must not alias any output
-  //   gates    (n, KH)  in: x_t·W_ihᵀ (Cell's gate blocks); out: activated gates if keep_gates
-  //   bias     (KH)     b_ih + b_hh; may be null
-  //   c        (n, H)   in: c_{t-1}; out: c_t
-  //   h_out    (n, H)   h_t
-  //   h_copy   (n, H)   second destination of h_t; may be null
-  //   c_copy   (n, H)   second destination of c_t; may be null
-  //   peep     (rows, H) Cell's peephole weights; null without
+  // The fused step engine interface of fused_step_cpu.h; a part is a group
+  // of kUnits hidden units.
+  int64_t parts() const { return groups_; }
+  int64_t grain(int64_t) const { return 1; }
+  void end_parts() const {}
+
+  // Grain 1 with OpenMP's even split: thread i gets the same groups every
+  // step, so its weights stay in its cache.
   template <class Cell>
-  void step(int64_t n, const float* h_prev, float* gates, const float* bias, float* c,
-            float* h_out, float* h_copy, float* c_copy, bool keep_gates,
-            const float* peep) const {
+  void step(int64_t n, const FusedStepArgs<float>& a) const {
+    check<Cell>();
+    at::parallel_for(0, groups_, 1, [&](int64_t g0, int64_t g1) { run_parts<Cell>(n, a, g0, g1); });
+  }
+
+  template <class Cell>
+  void run_parts(int64_t n, const FusedStepArgs<float>& a, int64_t g0, int64_t g1) const {
 #if defined(CPU_CAPABILITY_AVX512)
-    TORCH_CHECK(Cell::kGates == K_, "lstm_fused: small-batch step built for another cell");
-    const Args a{h_prev, gates, bias, c, h_out, h_copy, c_copy, keep_gates, peep};
-    // Grain 1 with OpenMP's even split: thread i gets the same groups every
-    // step, so its weights stay in its cache.
-    at::parallel_for(0, groups_, 1, [&](int64_t g0, int64_t g1) {
-      for (int64_t g = g0; g < g1; ++g) {
-        for (int64_t r = 0; r < n; r += 4) {
-          switch (std::min<int64_t>(4, n - r)) {
-            case 1: rows<Cell, 1>(a, g, r); break;
-            case 2: rows<Cell, 2>(a, g, r); break;
-            case 3: rows<Cell, 3>(a, g, r); break;
-            default: rows<Cell, 4>(a, g, r); break;
-          }
+    for (int64_t g = g0; g < g1; ++g) {
+      for (int64_t r = 0; r < n; r += 4) {
+        switch (std::min<int64_t>(4, n - r)) {
+          case 1: rows<Cell, 1>(a, g, r); break;
+          case 2: rows<Cell, 2>(a, g, r); break;
+          case 3: rows<Cell, 3>(a, g, r); break;
+          default: rows<Cell, 4>(a, g, r); break;
         }
       }
-    });
+    }
 #else
-    (void)n, (void)h_prev, (void)gates, (void)bias, (void)c, (void)h_out, (void)h_copy,
-        (void)c_copy, (void)keep_gates, (void)peep;
+    (void)n, (void)a, (void)g0, (void)g1;
+#endif
+  }
+
+  template <class Cell>
+  void check() const {
+#if defined(CPU_CAPABILITY_AVX512)
+    TORCH_CHECK(Cell::kGates == K_, "lstm_fused: small-batch step built for another cell");
+#else
     TORCH_CHECK(false, "lstm_fused: the small-batch step needs AVX-512 code");
 #endif
   }
 
  private:
-  struct Args {
-    const float* h_prev;
-    float* gates;
-    const float* bias;
-    float* c;
-    float* h_out;
-    float* h_copy;
-    float* c_copy;
-    bool keep_gates;
-    const float* peep;
-  };
+  using Args = FusedStepArgs<float>;
 
 #if defined(CPU_CAPABILITY_AVX512)
   // R batch rows from r0 for unit group g. With one or two rows there are too

@@ -1,0 +1,128 @@
+#pragma once
+// What the fused forward step engines (SmallBatchStep, BrgemmFusedStep) share:
+// the arguments of one step, and the whole recurrence of a layer in one
+// parallel region.
+//
+// An engine splits a step into independent parts (groups of hidden units):
+//   int64_t parts() const                 parts of a step
+//   int64_t grain(int64_t n) const        parts that make a thread's share worth a thread
+//   void run_parts<Cell>(n, args, p0, p1) parts [p0, p1) of one step, on the calling thread
+//   void end_parts() const                after a thread's last parts of a region
+//   void check<Cell>() const              throws unless the engine was built for Cell
+// run_parts must not throw: in fused_sequence the other threads would wait for
+// it at the barrier.
+// Its step() runs all parts of one step on at::parallel_for: a fork and a join
+// per step (1.6 µs with 2 threads on the Xeon of bench/NOTES.md v12, against
+// 0.11 µs for a spin barrier).
+#include <ATen/Config.h>
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdint>
+#include <thread>
+
+#include "engine_cpu.h"
+
+namespace lstm_fused {
+
+// One step for rows [0, n):
+//   h_prev   (n, H)   h_{t-1}; must not alias any output
+//   gates    (n, KH)  in: x_t·W_ihᵀ (Cell's gate blocks); out: activated gates if keep_gates
+//   bias     (KH)     b_ih + b_hh; may be null
+//   c        (n, H)   in: c_{t-1}; out: c_t
+//   h_out    (n, H)   h_t
+//   h_copy   (n, H)   second destination of h_t; may be null
+//   c_copy   (n, H)   second destination of c_t; may be null
+//   peep     (rows, H) Cell's peephole weights; null without
+template <typename scalar_t>
+struct FusedStepArgs {
+  const scalar_t* h_prev;
+  scalar_t* gates;
+  const scalar_t* bias;
+  scalar_t* c;
+  scalar_t* h_out;
+  scalar_t* h_copy;
+  scalar_t* c_copy;
+  bool keep_gates;
+  const scalar_t* peep;
+};
+
+// Counts shares of the workers rather than threads: every share of [0,
+// workers) arrives once per step however OpenMP split the range, so a team
+// smaller than asked for (or a call from inside a parallel region, which runs
+// the whole range on one thread) cannot wait for a thread that is not there.
+class StepBarrier {
+ public:
+  explicit StepBarrier(int64_t workers) : workers_(workers) {}
+
+  // After step s: the shares' writes of this step are seen by every share
+  // that returns.
+  void arrive_and_wait(int64_t share, int64_t s) {
+    arrived_.fetch_add(share, std::memory_order_acq_rel);
+    const int64_t target = workers_ * (s + 1);
+    for (int spins = 0; arrived_.load(std::memory_order_acquire) < target; ++spins) {
+      if (spins < 4096) {
+#if defined(__x86_64__) || defined(__i386__)
+        __builtin_ia32_pause();
+#endif
+      } else {
+        std::this_thread::yield();  // an oversubscribed machine: let the late thread run
+      }
+    }
+  }
+
+ private:
+  alignas(64) std::atomic<int64_t> arrived_{0};
+  int64_t workers_;
+};
+
+// Whether fused_sequence keeps one region for all steps: OpenMP runs the
+// threads of a team side by side, which a spin barrier needs; ATen's native
+// pool may run the chunks one after another.
+constexpr bool kSequenceInOneRegion = AT_PARALLEL_OPENMP;
+
+// The steps s = 0..T-1 of a layer whose n rows all run at every step, over
+// time t = s (t = T-1-s when reverse); each worker keeps the same parts (and
+// so its slice of W_hh in its cache) for the whole sequence.
+//   h0     (n, H)      h_{-1}
+//   gates  (T, n, KH)  as FusedStepArgs::gates, per step
+//   c      (n, H)      in: c0; out: c_T
+//   h      (n, H)      out: h_T
+//   out    (T, n, H)   h_t of every step
+//   cells  (T, n, H)   c_t of every step; may be null
+template <class Cell, typename scalar_t, class Engine>
+void fused_sequence(const Engine& f, int64_t T, int64_t n, int64_t H, bool reverse,
+                    const scalar_t* h0, scalar_t* gates, const scalar_t* bias, scalar_t* c,
+                    scalar_t* h, scalar_t* out, scalar_t* cells, bool keep_gates,
+                    const scalar_t* peep) {
+  f.template check<Cell>();
+  if (T == 0 || n == 0) return;
+  const int64_t G = Cell::kGates * H, nH = n * H;
+  auto args = [&](int64_t s) {
+    const int64_t t = reverse ? T - 1 - s : s, tp = reverse ? t + 1 : t - 1;
+    return FusedStepArgs<scalar_t>{s == 0 ? h0 : out + tp * nH, gates + t * n * G, bias, c, h,
+                                   out + t * nH, cells ? cells + t * nH : nullptr, keep_gates,
+                                   peep};
+  };
+  if constexpr (!kSequenceInOneRegion) {
+    for (int64_t s = 0; s < T; ++s) f.template step<Cell>(n, args(s));
+    return;
+  }
+  count_cpu_sequence();
+  const int64_t parts = f.parts();
+  const int64_t grain = std::max<int64_t>(1, f.grain(n));
+  const int64_t workers =
+      std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), (parts + grain - 1) / grain));
+  StepBarrier barrier(workers);
+  at::parallel_for(0, workers, 1, [&](int64_t w0, int64_t w1) {
+    const int64_t p0 = w0 * parts / workers, p1 = w1 * parts / workers;
+    for (int64_t s = 0; s < T; ++s) {
+      f.template run_parts<Cell>(n, args(s), p0, p1);
+      if (s + 1 < T) barrier.arrive_and_wait(w1 - w0, s);
+    }
+    f.end_parts();
+  });
+}
+
+}  // namespace lstm_fused
