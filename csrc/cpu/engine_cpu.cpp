@@ -16,8 +16,13 @@
 #include <chrono>
 #include <map>
 #include <mutex>
+#include <thread>
 #include <tuple>
 #include <utility>
+
+#if defined(__linux__)
+#include <sched.h>
+#endif
 
 namespace lstm_fused {
 namespace {
@@ -73,6 +78,14 @@ CpuEngine pinned_cpu_engine() { return static_cast<CpuEngine>(g_pinned.load(std:
 void set_pinned_cpu_engine(CpuEngine e) { g_pinned.store(static_cast<int>(e), std::memory_order_relaxed); }
 
 void count_cpu_engine(CpuEngine e) { g_counts[static_cast<int>(e)].fetch_add(1, std::memory_order_relaxed); }
+int64_t available_cpus() {
+#if defined(__linux__)
+  cpu_set_t set;
+  if (sched_getaffinity(0, sizeof(set), &set) == 0) return CPU_COUNT(&set);
+#endif
+  return std::max<int64_t>(1, std::thread::hardware_concurrency());
+}
+
 void count_cpu_sequence() { g_sequences.fetch_add(1, std::memory_order_relaxed); }
 
 static CacheKey cache_key(const EngineKey& key) {

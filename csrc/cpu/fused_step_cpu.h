@@ -20,7 +20,6 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
-#include <thread>
 
 #include "engine_cpu.h"
 
@@ -56,26 +55,39 @@ class StepBarrier {
  public:
   explicit StepBarrier(int64_t workers) : workers_(workers) {}
 
-  // After step s: the shares' writes of this step are seen by every share
-  // that returns.
-  void arrive_and_wait(int64_t share, int64_t s) {
-    arrived_.fetch_add(share, std::memory_order_acq_rel);
-    const int64_t target = workers_ * (s + 1);
-    for (int spins = 0; arrived_.load(std::memory_order_acquire) < target; ++spins) {
-      if (spins < 4096) {
+  // After a step: the shares' writes of this step are seen by every share
+  // that returns. The last share to arrive opens the next generation.
+  void arrive_and_wait(int64_t share) {
+    const int32_t generation = generation_.load(std::memory_order_acquire);
+    if (arrived_.fetch_add(share, std::memory_order_acq_rel) + share == workers_) {
+      arrived_.store(0, std::memory_order_relaxed);
+      generation_.fetch_add(1, std::memory_order_acq_rel);
+      generation_.notify_all();
+      return;
+    }
+    // A step's threads arrive within a few µs of each other; later than that,
+    // the late one is likely waiting for a core (other processes, concurrent
+    // callers), and spinning would keep a core from it: sleep on the word.
+    for (int spins = 0; spins < kSpins; ++spins) {
+      if (generation_.load(std::memory_order_acquire) != generation) return;
 #if defined(__x86_64__) || defined(__i386__)
-        __builtin_ia32_pause();
+      __builtin_ia32_pause();
 #endif
-      } else {
-        std::this_thread::yield();  // an oversubscribed machine: let the late thread run
-      }
+    }
+    while (generation_.load(std::memory_order_acquire) == generation) {
+      generation_.wait(generation, std::memory_order_acquire);
     }
   }
 
  private:
+  static constexpr int kSpins = 256;
   alignas(64) std::atomic<int64_t> arrived_{0};
+  alignas(64) std::atomic<int32_t> generation_{0};
   int64_t workers_;
 };
+
+// CPUs this process may run on.
+int64_t available_cpus();
 
 // Whether fused_sequence keeps one region for all steps: OpenMP runs the
 // threads of a team side by side, which a spin barrier needs; ATen's native
@@ -105,7 +117,9 @@ void fused_sequence(const Engine& f, int64_t T, int64_t n, int64_t H, bool rever
                                    out + t * nH, cells ? cells + t * nH : nullptr, keep_gates,
                                    peep};
   };
-  if constexpr (!kSequenceInOneRegion) {
+  // More threads than CPUs: a spin barrier would wait for threads that have
+  // no core, where OpenMP's own barrier sleeps sooner.
+  if (!kSequenceInOneRegion || at::get_num_threads() > available_cpus()) {
     for (int64_t s = 0; s < T; ++s) f.template step<Cell>(n, args(s));
     return;
   }
@@ -119,7 +133,7 @@ void fused_sequence(const Engine& f, int64_t T, int64_t n, int64_t H, bool rever
     const int64_t p0 = w0 * parts / workers, p1 = w1 * parts / workers;
     for (int64_t s = 0; s < T; ++s) {
       f.template run_parts<Cell>(n, args(s), p0, p1);
-      if (s + 1 < T) barrier.arrive_and_wait(w1 - w0, s);
+      if (s + 1 < T) barrier.arrive_and_wait(w1 - w0);
     }
     f.end_parts();
   });
