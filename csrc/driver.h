@@ -139,7 +139,12 @@ struct StepGemm {
 //     h_out, h_copy, c_copy, keep_gates, peephole) (the recurrent product and
 //     the pointwise pass of a step in one, when fused()); gemm() -> a
 //     StepGemm-like object otherwise;
-//   `BackwardGemm::choose(w, B, T)` -> pointer to a StepGemm-like object.
+//     and, for a layer without lengths, sequence<Cell, scalar_t>(T, n, H,
+//     reverse, h0, gates, bias, c, h, out, cells, keep_gates, peephole): all
+//     steps at once;
+//   `BackwardGemm::choose(w, B, T)` -> pointer to a StepGemm-like object,
+//     with backward_sequence<PW, Cell, scalar_t>(...) -> bool: the whole
+//     sweep of a layer without lengths or projection at once, where it can.
 template <class PW, class = void>
 struct HasStepEngines : std::false_type {};
 template <class PW>
@@ -445,6 +450,15 @@ layer_backward(const at::Tensor& grad_output, const at::Tensor& grad_hn, const a
       using acc_t = at::opmath_type<scalar_t>;
       acc_t* dpp = ptr_or_null<acc_t>(dpeep);
       const int64_t PR = Cell::kPeepRows * d.H;
+      if constexpr (HasStepEngines<PW>::value) {
+        if (!packed && !d.proj() &&
+            back_gemm->template backward_sequence<PW, Cell, scalar_t>(
+                d.T, d.B, d.H, reverse, g_all.data_ptr<scalar_t>(), c_all.data_ptr<scalar_t>(),
+                c0c.data_ptr<scalar_t>(), go.data_ptr<scalar_t>(), dh.data_ptr<scalar_t>(),
+                dc.data_ptr<scalar_t>(), dgates.data_ptr<scalar_t>(), pp, dpp)) {
+          return;
+        }
+      }
       for (int64_t s = d.T - 1; s >= 0; --s) {
         const int64_t t = reverse ? d.T - 1 - s : s;
         const int64_t n = n_active[t];

@@ -51,11 +51,12 @@ def cpu_engine_counts() -> dict:
     return dict(zip(CPU_ENGINES, _C_ops._cpu_engine_counts()))
 
 
-def cpu_sequence_count() -> int:
-    """Layer calls in this process whose fused forward (small_batch, onednn) ran
-    all its steps in one parallel region, one barrier per step; packed batches
-    run step by step."""
-    return _C_ops._cpu_sequence_count()
+def cpu_sequence_counts() -> dict:
+    """Layer calls in this process that ran all their steps in one parallel
+    region, one barrier per step: {"forward": fused forwards (small_batch,
+    onednn), "backward": backward sweeps whose product ran on onednn}. Packed
+    batches and projected layers run step by step."""
+    return dict(zip(("forward", "backward"), _C_ops._cpu_sequence_counts()))
 
 
 def cpu_engine_available(name: str, dtype: torch.dtype) -> bool:

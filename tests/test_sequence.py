@@ -1,8 +1,9 @@
 """The fused forward engines (small_batch, onednn) run a layer whose rows all
 run every step in one parallel region with a barrier per step
-(csrc/cpu/fused_step_cpu.h), and a packed batch step by step. Both must give
-the same bits, for any thread count and from concurrent callers, and match
-torch.nn.LSTM; the counter shows which of the two ran."""
+(csrc/cpu/fused_step_cpu.h), and so does the backward sweep whose product runs
+on onednn (fused_backward_cpu.h); a packed batch runs step by step. Both must
+give the same bits, for any thread count and from concurrent callers, and
+match torch.nn.LSTM; the counters show which of the two ran."""
 import threading
 
 import pytest
@@ -39,9 +40,16 @@ def forward(model, x, hx, packed):
 
 
 def counted(fn):
-    before = lstm_fused.cpu_sequence_count()
+    """fn's result and the passes (forward, backward) that ran in one region."""
+    before = lstm_fused.cpu_sequence_counts()
     result = fn()
-    return result, lstm_fused.cpu_sequence_count() - before
+    after = lstm_fused.cpu_sequence_counts()
+    return result, (after["forward"] - before["forward"], after["backward"] - before["backward"])
+
+
+def onednn_products(before):
+    """Backward products run on onednn since the counts `before`."""
+    return lstm_fused.cpu_engine_counts()["onednn"] - before["onednn"]
 
 
 @pytest.mark.parametrize("engine,dtype,B,H", CASES, ids=IDS)
@@ -51,12 +59,15 @@ def test_one_region_matches_step_by_step(engine, dtype, B, H):
     x = torch.randn(T, B, I, dtype=torch.float64)
     hx = (torch.randn(4, B, H, dtype=torch.float64), torch.randn(4, B, H, dtype=torch.float64))
     with lstm_fused.use_cpu_engine(engine):
-        before = lstm_fused.cpu_engine_counts()[engine]
-        one, regions = counted(lambda: forward(ours, x.to(dtype), [h.to(dtype) for h in hx], False))
-        assert regions == 4, "each of 2 layers x 2 directions runs in one region"
-        assert lstm_fused.cpu_engine_counts()[engine] - before >= 4
+        before = lstm_fused.cpu_engine_counts()
+        one, (fwd, bwd) = counted(lambda: forward(ours, x.to(dtype), [h.to(dtype) for h in hx], False))
+        assert fwd == 4, "each of 2 layers x 2 directions runs in one region"
+        assert lstm_fused.cpu_engine_counts()[engine] - before[engine] >= 4
+        # the backward's product engine: onednn when pinned, timed otherwise
+        want_bwd = 4 if engine == "onednn" else onednn_products(before)
+        assert bwd == want_bwd, "each backward sweep on onednn runs in one region"
         steps, regions = counted(lambda: forward(ours, x.to(dtype), [h.to(dtype) for h in hx], True))
-        assert regions == 0, "a packed batch runs step by step"
+        assert regions == (0, 0), "a packed batch runs step by step"
     for name, a, b in zip(["output", "h_n", "c_n", "dx", "dh0", "dc0"], one, steps):
         assert torch.equal(a, b), f"{name}: one region and step by step differ"
     theirs = forward(ref, x.to(dtype), [h.to(dtype) for h in hx], False)

@@ -132,6 +132,27 @@ class BrgemmStepGemm {
   void accumulate(const at::Tensor& c, const at::Tensor& a, int64_t n) const { run(c, a, n, true); }
   void product(const at::Tensor& c, const at::Tensor& a, int64_t n) const { run(c, a, n, false); }
 
+  // Column blocks, each width() columns wide, for callers that split the
+  // product themselves (fused_backward_cpu.h).
+  int64_t blocks() const { return blocks_.blocks(); }
+  int64_t width() const { return blocks_.width(); }
+  int64_t grain(int64_t n) const { return blocks_.grain(n); }
+  void release() const { blocks_.release(); }
+
+  // Columns of block j: c[:n, j·width, (j+1)·width) (+)= a[:n] · wᵀ, on the
+  // calling thread; c and a with row strides ldc and lda.
+  void run_block(int64_t j, int64_t n, const scalar_t* a, int64_t lda, scalar_t* c, int64_t ldc,
+                 bool add) const {
+    const int64_t nb = blocks_.width();
+    if constexpr (std::is_same_v<scalar_t, float>) {
+      blocks_.run(j, n, a, lda, c + j * nb, ldc, add);
+    } else {
+      float* s = scratch_.data_ptr<float>() + at::get_thread_num() * batch_ * nb;
+      blocks_.run(j, n, a, lda, s, nb, false);
+      for (int64_t r = 0; r < n; ++r) store_row(s + r * nb, c + r * ldc + j * nb, nb, add);
+    }
+  }
+
  private:
   void run(const at::Tensor& c, const at::Tensor& a, int64_t n, bool add) const {
     if (n == 0) return;
@@ -139,17 +160,9 @@ class BrgemmStepGemm {
                 "lstm_fused: oneDNN step operands must have dense rows");
     const scalar_t* ap = a.data_ptr<scalar_t>();
     scalar_t* cp = c.data_ptr<scalar_t>();
-    const int64_t lda = a.stride(0), ldc = c.stride(0), nb = blocks_.width();
+    const int64_t lda = a.stride(0), ldc = c.stride(0);
     at::parallel_for(0, blocks_.blocks(), blocks_.grain(n), [&](int64_t j0, int64_t j1) {
-      for (int64_t j = j0; j < j1; ++j) {
-        if constexpr (std::is_same_v<scalar_t, float>) {
-          blocks_.run(j, n, ap, lda, cp + j * nb, ldc, add);
-        } else {
-          float* s = scratch_.data_ptr<float>() + at::get_thread_num() * batch_ * nb;
-          blocks_.run(j, n, ap, lda, s, nb, false);
-          for (int64_t r = 0; r < n; ++r) store_row(s + r * nb, cp + r * ldc + j * nb, nb, add);
-        }
-      }
+      for (int64_t j = j0; j < j1; ++j) run_block(j, n, ap, lda, cp, ldc, add);
       blocks_.release();
     });
   }

@@ -29,7 +29,7 @@ namespace {
 
 std::atomic<int> g_pinned{static_cast<int>(CpuEngine::Auto)};
 std::array<std::atomic<int64_t>, static_cast<int>(CpuEngine::kCount)> g_counts{};
-std::atomic<int64_t> g_sequences{0};
+std::array<std::atomic<int64_t>, 2> g_sequences{};  // forward, backward
 
 using CacheKey = std::tuple<int, int, int64_t, int64_t, int64_t, bool, int>;
 std::mutex g_mutex;
@@ -86,7 +86,7 @@ int64_t available_cpus() {
   return std::max<int64_t>(1, std::thread::hardware_concurrency());
 }
 
-void count_cpu_sequence() { g_sequences.fetch_add(1, std::memory_order_relaxed); }
+void count_cpu_sequence(bool backward) { g_sequences[backward].fetch_add(1, std::memory_order_relaxed); }
 
 static CacheKey cache_key(const EngineKey& key) {
   return {static_cast<int>(key.use), static_cast<int>(key.dtype), key.B, key.N, key.K, key.proj,
@@ -168,7 +168,10 @@ TORCH_LIBRARY_FRAGMENT(lstm_fused, m) {
   m.def("_cpu_engine_available(int engine, ScalarType dtype) -> bool", &cpu_engine_available);
   m.def("_cpu_engine_names() -> str[]", &cpu_engine_names);
   m.def("_cpu_engine_counts() -> int[]", &cpu_engine_counts);
-  m.def("_cpu_sequence_count() -> int", [] { return g_sequences.load(std::memory_order_relaxed); });
+  m.def("_cpu_sequence_counts() -> int[]", [] {
+    return std::vector<int64_t>{g_sequences[0].load(std::memory_order_relaxed),
+                                g_sequences[1].load(std::memory_order_relaxed)};
+  });
   m.def("_cpu_engine_choices() -> str[]", &cpu_engine_choices);
   m.def("_cpu_clear_engine_choices() -> ()", &clear_cpu_engine_choices);
   m.def("_cpu_get_engine() -> int", [] { return static_cast<int64_t>(pinned_cpu_engine()); });

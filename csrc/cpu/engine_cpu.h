@@ -51,9 +51,11 @@ void set_pinned_cpu_engine(CpuEngine e);
 
 // Layer and cell calls each engine has run since the process started.
 void count_cpu_engine(CpuEngine e);
-// Layer calls whose fused forward ran all its steps in one parallel region
-// (fused_sequence).
-void count_cpu_sequence();
+// Layer calls whose fused forward (fused_sequence) or backward sweep
+// (fused_backward_sequence) ran all its steps in one parallel region.
+void count_cpu_sequence(bool backward);
+// CPUs this process may run on.
+int64_t available_cpus();
 
 // What is timed: a forward step, the product alone (the backward's), a
 // large 16-bit GEMM (the input projection, the gradients), where onednn

@@ -86,9 +86,6 @@ class StepBarrier {
   int64_t workers_;
 };
 
-// CPUs this process may run on.
-int64_t available_cpus();
-
 // Whether fused_sequence keeps one region for all steps: OpenMP runs the
 // threads of a team side by side, which a spin barrier needs; ATen's native
 // pool may run the chunks one after another.
@@ -123,7 +120,7 @@ void fused_sequence(const Engine& f, int64_t T, int64_t n, int64_t H, bool rever
     for (int64_t s = 0; s < T; ++s) f.template step<Cell>(n, args(s));
     return;
   }
-  count_cpu_sequence();
+  count_cpu_sequence(/*backward=*/false);
   const int64_t parts = f.parts();
   const int64_t grain = std::max<int64_t>(1, f.grain(n));
   const int64_t workers =

@@ -102,9 +102,10 @@ struct CpuPointwise {
     const int64_t PR = Cell::kPeepRows * H;
     at::parallel_for(0, n, grain, [&](int64_t r0, int64_t r1) {
       for (int64_t r = r0; r < r1; ++r) {
-        backward_row<Cell>(H, gates + r * K * H, c + r * H, c_prev + r * H, dh_a + r * H,
-                           dh_b ? dh_b + r * H : nullptr, dc + r * H, dgates + r * K * H,
-                           peephole, dpeephole ? dpeephole + r * PR : nullptr);
+        backward_units<Cell>(H, 0, H, gates + r * K * H, c + r * H, c_prev + r * H,
+                             dh_a + r * H, dh_b ? dh_b + r * H : nullptr, dc + r * H,
+                             dgates + r * K * H, peephole,
+                             dpeephole ? dpeephole + r * PR : nullptr);
       }
     });
   }
@@ -258,17 +259,18 @@ struct CpuPointwise {
     }
   }
 
- private:
+  // The backward of units [u0, u1) of one row; every pointer starts at the
+  // row's unit 0 (g and dg: the row's gate blocks, H apart).
   template <class Cell, typename scalar_t>
-  static void backward_row(int64_t H, const scalar_t* g, const scalar_t* c,
-                           const scalar_t* c_prev, const scalar_t* dh_a, const scalar_t* dh_b,
-                           scalar_t* dc, scalar_t* dg, const scalar_t* peep,
-                           at::opmath_type<scalar_t>* dpeep) {
+  static void backward_units(int64_t H, int64_t u0, int64_t u1, const scalar_t* g,
+                             const scalar_t* c, const scalar_t* c_prev, const scalar_t* dh_a,
+                             const scalar_t* dh_b, scalar_t* dc, scalar_t* dg,
+                             const scalar_t* peep, at::opmath_type<scalar_t>* dpeep) {
     using V = MathVec<scalar_t>;
-    for (int64_t u = 0; u < H; u += V::size()) {
+    for (int64_t u = u0; u < u1; u += V::size()) {
       cell_backward<Cell>(H, g + u, c + u, c_prev + u, dh_a + u, dh_b ? dh_b + u : nullptr,
                           dc + u, dg + u, peep ? peep + u : nullptr, dpeep ? dpeep + u : nullptr,
-                          std::min<int64_t>(V::size(), H - u));
+                          std::min<int64_t>(V::size(), u1 - u));
     }
   }
 };

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "brgemm_cpu.h"
+#include "fused_backward_cpu.h"
 #include "engine_cpu.h"
 #include "library_gemm_cpu.h"
 #include "packed_gemm_cpu.h"
@@ -142,6 +143,25 @@ class CpuStepGemm {
   }
   void product(const at::Tensor& c, const at::Tensor& a, int64_t n) {
     std::visit([&](auto& g) { g.product(c, a, n); }, impl_);
+  }
+
+  // The whole backward sweep in one region (fused_backward_sequence) when the
+  // product runs on brgemm in scalar_t and one region may run (OpenMP, no
+  // more threads than CPUs); false, doing nothing, otherwise.
+  template <class Act, class Cell, typename scalar_t>
+  bool backward_sequence(int64_t T, int64_t n, int64_t H, bool reverse, const scalar_t* gates,
+                         const scalar_t* cells, const scalar_t* c0, const scalar_t* grad_out,
+                         scalar_t* dh, scalar_t* dc, scalar_t* dgates, const scalar_t* peep,
+                         at::opmath_type<scalar_t>* dpeep) const {
+    if constexpr (std::is_same_v<scalar_t, double>) {
+      return false;  // no brgemm engine for double
+    } else {
+      const auto* g = std::get_if<BrgemmStepGemm<scalar_t>>(&impl_);
+      if (!g || !kSequenceInOneRegion || at::get_num_threads() > available_cpus()) return false;
+      fused_backward_sequence<Act, Cell>(*g, T, n, H, reverse, gates, cells, c0, grad_out, dh,
+                                         dc, dgates, peep, dpeep);
+      return true;
+    }
   }
 
   // Below kMinPreparedRows rows only aten runs, unless the pinned engine can.
