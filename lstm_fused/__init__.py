@@ -1,7 +1,8 @@
 """lstm_fused: fused LSTM kernels for PyTorch, a drop-in torch.nn.LSTM / LSTMCell."""
 from ._ops import ops
 from .config import (CPU_ENGINES, cpu_engine_available, cpu_engine_choices, cpu_engine_counts,
-                     cpu_sequence_counts, get_cpu_engine, get_path, set_cpu_engine, set_path, use_cpu_engine, use_path)
+                     cpu_sequence_counts, get_cpu_engine, get_path, set_cpu_engine, set_path,
+                     use_cpu_engine, use_path)
 from .convert import convert
 from .errors import LSTMArgumentError
 from .functional import lstm, lstm_cell

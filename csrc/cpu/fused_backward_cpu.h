@@ -10,7 +10,6 @@
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
 
-#include <algorithm>
 #include <cstdint>
 
 #include "brgemm_cpu.h"
@@ -20,7 +19,8 @@
 namespace lstm_fused {
 
 // Steps s = T-1..0 over time t = s (t = T-1-s when reverse); n rows run at
-// every step. Act: the CPU pointwise policy (backward_units).
+// every step; the caller checked one_region_allowed(). Act: the CPU
+// pointwise policy (backward_units).
 //   gates    (T, n, KH)  activated gates of the forward
 //   cells    (T, n, H)   c_t of the forward
 //   c0       (n, H)      c_{-1}
@@ -40,14 +40,9 @@ void fused_backward_sequence(const BrgemmStepGemm<scalar_t>& gemm, int64_t T, in
   if (T == 0 || n == 0) return;
   constexpr int K = Cell::kGates;
   const int64_t G = K * H, PR = Cell::kPeepRows * H, nH = n * H;
-  const int64_t parts = gemm.blocks(), width = gemm.width();
-  const int64_t grain = std::max<int64_t>(1, gemm.grain(n));
-  const int64_t workers =
-      std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), (parts + grain - 1) / grain));
+  const int64_t width = gemm.width();
   count_cpu_sequence(/*backward=*/true);
-  StepBarrier barrier(workers);
-  at::parallel_for(0, workers, 1, [&](int64_t w0, int64_t w1) {
-    const int64_t j0 = w0 * parts / workers, j1 = w1 * parts / workers;
+  run_in_one_region(gemm.blocks(), gemm.grain(n), [&](int64_t j0, int64_t j1, auto&& sync) {
     const int64_t u0 = j0 * width, u1 = j1 * width;
     for (int64_t s = T - 1; s >= 0; --s) {
       const int64_t t = reverse ? T - 1 - s : s, tp = reverse ? t + 1 : t - 1;
@@ -61,7 +56,7 @@ void fused_backward_sequence(const BrgemmStepGemm<scalar_t>& gemm, int64_t T, in
                                            go_t + r * H, dh + r * H, dc + r * H, dg_t + r * G,
                                            peep, dpeep ? dpeep + r * PR : nullptr);
       }
-      barrier.arrive_and_wait(w1 - w0);
+      sync();
       for (int64_t j = j0; j < j1; ++j) gemm.run_block(j, n, dg_t, G, dh, H, false);
     }
     gemm.release();

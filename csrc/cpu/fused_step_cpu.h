@@ -86,10 +86,29 @@ class StepBarrier {
   int64_t workers_;
 };
 
-// Whether fused_sequence keeps one region for all steps: OpenMP runs the
-// threads of a team side by side, which a spin barrier needs; ATen's native
-// pool may run the chunks one after another.
-constexpr bool kSequenceInOneRegion = AT_PARALLEL_OPENMP;
+// Whether a sequence may run in one region: OpenMP runs the threads of a team
+// side by side, which the barrier needs (ATen's native pool may run the
+// chunks one after another); with more threads than CPUs, the barrier would
+// wait for threads that have no core, where OpenMP's own barrier sleeps
+// sooner.
+inline bool one_region_allowed() {
+  return AT_PARALLEL_OPENMP && at::get_num_threads() <= available_cpus();
+}
+
+// worker(p0, p1, sync) for each worker's parts [p0, p1) of `parts`, all in
+// one parallel region; sync() returns once every worker has called it for
+// the same step. At most one worker per grain parts.
+template <class Worker>
+void run_in_one_region(int64_t parts, int64_t grain, Worker&& worker) {
+  grain = std::max<int64_t>(1, grain);
+  const int64_t workers =
+      std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), (parts + grain - 1) / grain));
+  StepBarrier barrier(workers);
+  at::parallel_for(0, workers, 1, [&](int64_t w0, int64_t w1) {
+    worker(w0 * parts / workers, w1 * parts / workers,
+           [&barrier, share = w1 - w0] { barrier.arrive_and_wait(share); });
+  });
+}
 
 // The steps s = 0..T-1 of a layer whose n rows all run at every step, over
 // time t = s (t = T-1-s when reverse); each worker keeps the same parts (and
@@ -114,23 +133,15 @@ void fused_sequence(const Engine& f, int64_t T, int64_t n, int64_t H, bool rever
                                    out + t * nH, cells ? cells + t * nH : nullptr, keep_gates,
                                    peep};
   };
-  // More threads than CPUs: a spin barrier would wait for threads that have
-  // no core, where OpenMP's own barrier sleeps sooner.
-  if (!kSequenceInOneRegion || at::get_num_threads() > available_cpus()) {
+  if (!one_region_allowed()) {
     for (int64_t s = 0; s < T; ++s) f.template step<Cell>(n, args(s));
     return;
   }
   count_cpu_sequence(/*backward=*/false);
-  const int64_t parts = f.parts();
-  const int64_t grain = std::max<int64_t>(1, f.grain(n));
-  const int64_t workers =
-      std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), (parts + grain - 1) / grain));
-  StepBarrier barrier(workers);
-  at::parallel_for(0, workers, 1, [&](int64_t w0, int64_t w1) {
-    const int64_t p0 = w0 * parts / workers, p1 = w1 * parts / workers;
+  run_in_one_region(f.parts(), f.grain(n), [&](int64_t p0, int64_t p1, auto&& sync) {
     for (int64_t s = 0; s < T; ++s) {
       f.template run_parts<Cell>(n, args(s), p0, p1);
-      if (s + 1 < T) barrier.arrive_and_wait(w1 - w0);
+      if (s + 1 < T) sync();
     }
     f.end_parts();
   });

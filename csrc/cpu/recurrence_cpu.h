@@ -18,8 +18,8 @@
 #include <vector>
 
 #include "brgemm_cpu.h"
-#include "fused_backward_cpu.h"
 #include "engine_cpu.h"
+#include "fused_backward_cpu.h"
 #include "library_gemm_cpu.h"
 #include "packed_gemm_cpu.h"
 #include "small_batch_cpu.h"
@@ -157,7 +157,7 @@ class CpuStepGemm {
       return false;  // no brgemm engine for double
     } else {
       const auto* g = std::get_if<BrgemmStepGemm<scalar_t>>(&impl_);
-      if (!g || !kSequenceInOneRegion || at::get_num_threads() > available_cpus()) return false;
+      if (!g || !one_region_allowed()) return false;
       fused_backward_sequence<Act, Cell>(*g, T, n, H, reverse, gates, cells, c0, grad_out, dh,
                                          dc, dgates, peep, dpeep);
       return true;
