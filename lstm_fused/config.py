@@ -59,6 +59,15 @@ def cpu_sequence_counts() -> dict:
     return dict(zip(("forward", "backward"), _C_ops._cpu_sequence_counts()))
 
 
+def cpu_large_gemm_counts() -> dict:
+    """The large GEMMs (the input projection; dx and the weight gradients)
+    each library has run in this process: "mkl" (torch.mm; 16-bit operands in
+    float) or "onednn" (oneDNN's matmul), whichever was timed faster for the
+    shape on this CPU, or pinned with the CPU engine."""
+    return {name: n for name, n in zip(CPU_ENGINES, _C_ops._cpu_large_gemm_counts())
+            if name in ("mkl", "onednn")}
+
+
 def cpu_engine_available(name: str, dtype: torch.dtype) -> bool:
     """Whether CPU engine `name` runs `dtype` on this CPU and build."""
     if name not in CPU_ENGINES:

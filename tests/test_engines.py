@@ -35,6 +35,20 @@ def skip_unless_available(engine, dtype):
         pytest.skip(f"the {engine} engine does not run {dtype} on this CPU")
 
 
+def check_large_gemms(engine, dtype, before, calls):
+    """A pinned mkl or onednn runs every large GEMM of the call (input
+    projection, dx, dW_ih, dW_hh, and dW_hr with a projection, per layer and
+    direction) on its library;
+    aten pins none, so they run on the one timed faster."""
+    ran_large = {k: v - before[k] for k, v in lstm_fused.cpu_large_gemm_counts().items()}
+    assert sum(ran_large.values()) == calls, ran_large
+    if engine == "onednn" and dtype == torch.float32 and \
+            not torch.ops.lstm_fused._cpu_onednn_matmul_usable(dtype):
+        engine = "mkl"  # oneDNN's float matmul does not run on this CPU
+    if engine in ran_large:
+        assert ran_large[engine] == calls, ran_large
+
+
 @pytest.mark.parametrize("engine", GEMM_ENGINES, indirect=True)
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize(
@@ -50,8 +64,9 @@ def test_padded(engine, dtype, H, kw):
     ref, ours, ref64 = make_pair(dtype, input_size=24, hidden_size=H, **kw)
     x = torch.randn(12, 8, 24, dtype=torch.float64)  # 96 rows: prepared weights
     hx = (torch.randn(D * L, 8, P, dtype=torch.float64), torch.randn(D * L, 8, H, dtype=torch.float64))
-    before = lstm_fused.cpu_engine_counts()
+    before, large_before = lstm_fused.cpu_engine_counts(), lstm_fused.cpu_large_gemm_counts()
     got = outputs_and_grads(ours, x, hx, True, dtype)
+    check_large_gemms(engine, dtype, large_before, (5 if "proj_size" in kw else 4) * D * L)
     # one forward step and one backward product per layer and direction; onednn
     # takes products of 16 columns or more: the backward's has H
     products = 2 if engine != "onednn" or H % 16 == 0 else 1

@@ -29,6 +29,7 @@ namespace {
 
 std::atomic<int> g_pinned{static_cast<int>(CpuEngine::Auto)};
 std::array<std::atomic<int64_t>, static_cast<int>(CpuEngine::kCount)> g_counts{};
+std::array<std::atomic<int64_t>, static_cast<int>(CpuEngine::kCount)> g_large_counts{};
 std::array<std::atomic<int64_t>, 2> g_sequences{};  // forward, backward
 
 using CacheKey = std::tuple<int, int, int64_t, int64_t, int64_t, bool, int>;
@@ -78,6 +79,9 @@ CpuEngine pinned_cpu_engine() { return static_cast<CpuEngine>(g_pinned.load(std:
 void set_pinned_cpu_engine(CpuEngine e) { g_pinned.store(static_cast<int>(e), std::memory_order_relaxed); }
 
 void count_cpu_engine(CpuEngine e) { g_counts[static_cast<int>(e)].fetch_add(1, std::memory_order_relaxed); }
+void count_cpu_large_gemm(CpuEngine e) {
+  g_large_counts[static_cast<int>(e)].fetch_add(1, std::memory_order_relaxed);
+}
 int64_t available_cpus() {
 #if defined(__linux__)
   cpu_set_t set;
@@ -117,9 +121,10 @@ CpuEngine timed_cpu_engine(const EngineKey& key,
   return e;
 }
 
-std::vector<int64_t> cpu_engine_counts() {
+template <size_t N>
+std::vector<int64_t> loaded(const std::array<std::atomic<int64_t>, N>& counts) {
   std::vector<int64_t> out;
-  for (const auto& c : g_counts) out.push_back(c.load(std::memory_order_relaxed));
+  for (const auto& c : counts) out.push_back(c.load(std::memory_order_relaxed));
   return out;
 }
 
@@ -167,11 +172,9 @@ bool cpu_engine_available(int64_t engine, at::ScalarType dtype) {
 TORCH_LIBRARY_FRAGMENT(lstm_fused, m) {
   m.def("_cpu_engine_available(int engine, ScalarType dtype) -> bool", &cpu_engine_available);
   m.def("_cpu_engine_names() -> str[]", &cpu_engine_names);
-  m.def("_cpu_engine_counts() -> int[]", &cpu_engine_counts);
-  m.def("_cpu_sequence_counts() -> int[]", [] {
-    return std::vector<int64_t>{g_sequences[0].load(std::memory_order_relaxed),
-                                g_sequences[1].load(std::memory_order_relaxed)};
-  });
+  m.def("_cpu_engine_counts() -> int[]", [] { return loaded(g_counts); });
+  m.def("_cpu_large_gemm_counts() -> int[]", [] { return loaded(g_large_counts); });
+  m.def("_cpu_sequence_counts() -> int[]", [] { return loaded(g_sequences); });
   m.def("_cpu_engine_choices() -> str[]", &cpu_engine_choices);
   m.def("_cpu_clear_engine_choices() -> ()", &clear_cpu_engine_choices);
   m.def("_cpu_get_engine() -> int", [] { return static_cast<int64_t>(pinned_cpu_engine()); });

@@ -51,6 +51,8 @@ void set_pinned_cpu_engine(CpuEngine e);
 
 // Layer and cell calls each engine has run since the process started.
 void count_cpu_engine(CpuEngine e);
+// Large GEMMs (large_gemm_cpu.h) each engine has run.
+void count_cpu_large_gemm(CpuEngine e);
 // Layer calls whose fused forward (fused_sequence) or backward sweep
 // (fused_backward_sequence) ran all its steps in one parallel region.
 void count_cpu_sequence(bool backward);
@@ -58,9 +60,8 @@ void count_cpu_sequence(bool backward);
 int64_t available_cpus();
 
 // What is timed: a forward step, the product alone (the backward's), a
-// large 16-bit GEMM (the input projection, the gradients), where onednn
-// stands for the 16-bit library GEMM (oneDNN's) and mkl for the float one on
-// converted operands, or an LSTMCell step (cell_cpu.cpp).
+// large GEMM (the input projection, the gradients: mkl or onednn as the
+// library, large_gemm_cpu.h), or an LSTMCell step (cell_cpu.cpp).
 enum class EngineUse : int { ForwardStep = 0, Product = 1, LargeGemm = 2, CellStep = 3 };
 
 // What a choice is keyed by: the use, the weight's type and shape (N, K),

@@ -14,6 +14,7 @@
 
 #include "../cell_variants.h"
 #include "host_pool.h"
+#include "large_gemm_cpu.h"
 #include "recurrence_cpu.h"
 
 namespace lstm_fused {
@@ -26,17 +27,10 @@ struct CpuPointwise {
   static at::Tensor empty(at::IntArrayRef sizes, const at::TensorOptions& opts) {
     return pooled_empty(sizes, opts);
   }
-  // The large GEMMs (input projection, gradients). In 16-bit types, natively
-  // or in float, by measurement (large_16bit_mm_out): with AMX the native
-  // GEMM is several times faster; on a Xeon with AVX512_BF16 and no AMX it
-  // ran 25-40% slower than converting to float.
+  // The large GEMMs (input projection, gradients) on the faster library for
+  // this CPU (large_gemm_cpu.h).
   static void mm_out(at::Tensor& out, const at::Tensor& a, const at::Tensor& b) {
-    const auto t = out.scalar_type();
-    if (t == at::kBFloat16 || t == at::kHalf) {
-      large_16bit_mm_out(out, a, b, cpu_has_16bit_dot(t));
-    } else {
-      at::mm_out(out, a, b);
-    }
+    large_mm_out_cpu(out, a, b);
   }
 
   // Below this many elements per call, threading costs more than it saves.

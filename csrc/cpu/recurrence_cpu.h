@@ -56,38 +56,6 @@ std::unique_ptr<Built> chosen_engine(const EngineKey& key, const std::vector<Cpu
   return make(e);
 }
 
-// out = a · b for a large 16-bit GEMM (M×K)·(K×N): natively (onednn) or in
-// float on converted operands (mkl), whichever the CPU runs faster, timed
-// once per kind on the first rows (at most 256); under deterministic
-// algorithms natively exactly where the CPU has dot-product instructions
-// for the type (`native`). Both accumulate in float: 16-bit products are
-// exact in float.
-inline void large_16bit_mm_out(at::Tensor& out, const at::Tensor& a, const at::Tensor& b,
-                               bool native) {
-  auto run = [](CpuEngine e, at::Tensor& o, const at::Tensor& x, const at::Tensor& y) {
-    if (e == CpuEngine::Onednn) {
-      at::mm_out(o, x, y);
-    } else {
-      o.copy_(at::mm(x.to(at::kFloat), y.to(at::kFloat)));
-    }
-  };
-  const int64_t M = a.size(0), rows = std::min<int64_t>(M, 256);
-  const EngineKey key{EngineUse::LargeGemm, out.scalar_type(),
-                      int64_t{1} << (63 - __builtin_clzll(std::max<int64_t>(M, 1))), b.size(1),
-                      a.size(1), false};
-  const std::vector<CpuEngine> engines =
-      native ? std::vector<CpuEngine>{CpuEngine::Onednn, CpuEngine::Mkl}
-             : std::vector<CpuEngine>{CpuEngine::Mkl, CpuEngine::Onednn};
-  auto e = settled_cpu_engine(key, engines);
-  if (!e) {
-    auto o = out.narrow(0, 0, rows);
-    const auto x = a.narrow(0, 0, rows);
-    e = timed_cpu_engine(key, {{CpuEngine::Onednn, [&] { run(CpuEngine::Onednn, o, x, b); }},
-                               {CpuEngine::Mkl, [&] { run(CpuEngine::Mkl, o, x, b); }}});
-  }
-  run(*e, out, a, b);
-}
-
 class CpuStepGemm {
  public:
   // w (N, K), any strides, of the layer's dtype; the one engine to build.

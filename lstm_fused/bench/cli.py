@@ -211,6 +211,16 @@ def plot_title(env):
     return title + f"; torch {env['torch']}"
 
 
+def _cpu_engine_choices():
+    """Which engine each kind of CPU call was timed onto: they differ between
+    CPUs, so a run records its own."""
+    try:
+        import lstm_fused
+        return lstm_fused.cpu_engine_choices()
+    except (ImportError, RuntimeError):
+        return []
+
+
 def _run(args, suite, cases, api):
     env = envinfo.collect(api)
     rates = machinery.measure(cases)
@@ -239,9 +249,17 @@ def _run(args, suite, cases, api):
         for line in compare_lines(found, args.compare, stored["env"].get("date")):
             print(line)
 
+    choices = _cpu_engine_choices() if "cpu" in devices else []
+    if choices:
+        print()
+        print("CPU engines timed and chosen in this run (lstm_fused.cpu_engine_choices()):")
+        for line in choices:
+            print("  " + line)
+
     options = {k: v for k, v in vars(args).items()}
     options.update(suite=suite, cases=len(cases))
     data = export.payload(env, rates, options, rows, comparison)
+    data["cpu_engine_choices"] = choices
     csv_path, json_path, plot_path = _outputs(args, devices)
     written = []
     if csv_path:

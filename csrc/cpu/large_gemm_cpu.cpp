@@ -1,0 +1,119 @@
+// The two libraries behind large_mm_out_cpu and the timed choice between them.
+#include "large_gemm_cpu.h"
+
+#include "engine_cpu.h"
+
+#include <torch/library.h>
+
+#include <algorithm>
+#include <exception>
+#include <limits>
+#include <mutex>
+#include <vector>
+
+// oneDNN's matmul as ATen's own 16-bit GEMMs call it. libtorch_cpu exports it;
+// its header (ATen/native/mkldnn/Matmul.h) is not among the installed ones.
+// result = beta · result + alpha · mat1 · mat2.
+namespace at::native {
+TORCH_API void mkldnn_matmul(const at::Tensor& mat1, const at::Tensor& mat2,
+                             const at::Tensor& result, float beta, float alpha);
+}
+
+namespace lstm_fused {
+namespace {
+
+void onednn_mm_out(at::Tensor& out, const at::Tensor& a, const at::Tensor& b) {
+  if (out.scalar_type() == at::kFloat) {
+    at::native::mkldnn_matmul(a, b, out, /*beta=*/0.f, /*alpha=*/1.f);
+  } else {
+    at::mm_out(out, a, b);  // ATen's 16-bit GEMM is oneDNN's matmul where the CPU has it
+  }
+}
+
+void mkl_mm_out(at::Tensor& out, const at::Tensor& a, const at::Tensor& b) {
+  if (out.scalar_type() == at::kFloat) {
+    at::mm_out(out, a, b);
+  } else {
+    out.copy_(at::mm(a.to(at::kFloat), b.to(at::kFloat)));
+  }
+}
+
+void run(CpuEngine e, at::Tensor& out, const at::Tensor& a, const at::Tensor& b) {
+  count_cpu_large_gemm(e);
+  if (e == CpuEngine::Onednn) {
+    onednn_mm_out(out, a, b);
+  } else {
+    mkl_mm_out(out, a, b);
+  }
+}
+
+// t's first `rows` rows, stored as t is (row- or column-major): a strided
+// slice of a column-major matrix would send oneDNN through a copy that the
+// whole call does not make, and time the copy.
+at::Tensor first_rows(const at::Tensor& t, int64_t rows) {
+  const auto s = t.narrow(0, 0, rows);
+  return t.stride(0) == 1 && t.size(1) > 1 ? s.t().contiguous().t() : s.contiguous();
+}
+
+bool probe_float() {
+  try {
+    const auto opts = at::TensorOptions().dtype(at::kFloat);
+    const auto a = at::arange(3 * 40, opts).view({3, 40}).sin();
+    const auto b = at::arange(40 * 24, opts).view({40, 24}).cos();
+    auto c = at::full({3, 24}, std::numeric_limits<float>::quiet_NaN(), opts);
+    at::native::mkldnn_matmul(a, b, c, 0.f, 1.f);
+    return at::allclose(c, at::mm(a.to(at::kDouble), b.to(at::kDouble)).to(at::kFloat), 1e-5, 1e-5);
+  } catch (const std::exception&) {
+    return false;
+  }
+}
+
+}  // namespace
+
+bool onednn_matmul_usable(at::ScalarType dtype) {
+  if (dtype == at::kBFloat16 || dtype == at::kHalf) return cpu_has_16bit_dot(dtype);
+  if (dtype != at::kFloat) return false;
+  static std::once_flag once;
+  static bool usable = false;
+  std::call_once(once, [] { usable = probe_float(); });
+  return usable;
+}
+
+void large_mm_out_cpu(at::Tensor& out, const at::Tensor& a, const at::Tensor& b) {
+  const auto t = out.scalar_type();
+  if (t == at::kDouble) {
+    at::mm_out(out, a, b);
+    return;
+  }
+  // The fixed order: float on MKL as torch.mm runs it; the 16-bit types
+  // natively where the CPU has dot products for them (their products are
+  // exact in float either way).
+  std::vector<CpuEngine> engines{CpuEngine::Mkl};
+  if (t != at::kFloat) {
+    engines.insert(onednn_matmul_usable(t) ? engines.begin() : engines.end(), CpuEngine::Onednn);
+  } else if (onednn_matmul_usable(t)) {
+    engines.push_back(CpuEngine::Onednn);
+  }
+  const int64_t M = a.size(0);
+  const EngineKey key{EngineUse::LargeGemm, t,
+                      int64_t{1} << (63 - __builtin_clzll(std::max<int64_t>(M, 1))), b.size(1),
+                      a.size(1), false};
+  auto e = settled_cpu_engine(key, engines);
+  if (!e) {
+    // About 2^29 multiply-adds (a few ms), at least 256 rows: the two
+    // libraries' ratio on fewer rows strayed up to ~15% from the whole call's.
+    const int64_t per_row = std::max<int64_t>(1, a.size(1) * b.size(1));
+    const int64_t rows = std::min<int64_t>(M, std::max<int64_t>(256, (int64_t{1} << 29) / per_row));
+    auto o = at::empty({rows, out.size(1)}, out.options());
+    const auto x = first_rows(a, rows);
+    e = timed_cpu_engine(key, {{CpuEngine::Onednn, [&] { onednn_mm_out(o, x, b); }},
+                               {CpuEngine::Mkl, [&] { mkl_mm_out(o, x, b); }}});
+  }
+  run(*e, out, a, b);
+}
+
+TORCH_LIBRARY_FRAGMENT(lstm_fused, m) {
+  m.def("_cpu_onednn_matmul_usable(ScalarType dtype) -> bool", &onednn_matmul_usable);
+}
+
+}  // namespace lstm_fused

@@ -1,0 +1,26 @@
+#pragma once
+// The large GEMMs of a layer (the input projection before the loop; dx, dW_ih
+// and dW_hh after it) on the faster of two libraries for this CPU:
+//   mkl     torch.mm on float operands (MKL's sgemm; 16-bit operands
+//           converted to float first)
+//   onednn  oneDNN's matmul, as ATen runs it (16-bit types natively)
+// On an Intel Xeon the two run float within ~10% of each other; MKL takes
+// slower paths on other vendors' CPUs, where oneDNN generates its kernels
+// for the CPU it finds. Chosen per (dtype, rows class, N, K) like the step
+// engines (engine_cpu.h): pinned, fixed under deterministic algorithms (mkl
+// for float, onednn for 16-bit types the CPU multiplies natively), else
+// timed once on the call's first rows.
+#include <ATen/ATen.h>
+
+namespace lstm_fused {
+
+// out (M, N) = a (M, K) · b (K, N); out dense, a and b any strides; float,
+// double, bfloat16 or float16 (double always on torch.mm).
+void large_mm_out_cpu(at::Tensor& out, const at::Tensor& a, const at::Tensor& b);
+
+// Whether oneDNN's matmul runs `dtype` on this CPU: float where a probe
+// product succeeds (once), the 16-bit types where the CPU has dot products
+// for them.
+bool onednn_matmul_usable(at::ScalarType dtype);
+
+}  // namespace lstm_fused
