@@ -91,6 +91,9 @@ def test_json_has_rows_env_and_machine(quick_run):
     assert data["env"]["cpu_logical_cores"] >= 1
     assert data["machine"]["gemm_gflops"]["cpu float32"] > 0
     assert data["machine"]["bandwidth_gbs"]["cpu"] > 0
+    # the engines this process timed and chose, as lstm_fused lists them
+    assert set(data["cpu_engine_choices"]) <= set(lstm_fused.cpu_engine_choices())
+    assert all(" -> " in line for line in data["cpu_engine_choices"])
     rows = data["rows"]
     assert len(rows) == 27  # 6 sequence cases x 4 contenders + 1 cell case x 3
     for row in rows:
