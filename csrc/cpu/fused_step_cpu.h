@@ -129,9 +129,10 @@ void fused_sequence(const Engine& f, int64_t T, int64_t n, int64_t H, bool rever
   const int64_t G = Cell::kGates * H, nH = n * H;
   auto args = [&](int64_t s) {
     const int64_t t = reverse ? T - 1 - s : s, tp = reverse ? t + 1 : t - 1;
-    return FusedStepArgs<scalar_t>{s == 0 ? h0 : out + tp * nH, gates + t * n * G, bias, c, h,
-                                   out + t * nH, cells ? cells + t * nH : nullptr, keep_gates,
-                                   peep};
+    // h_t goes to out, which the next step reads; h (h_T) only at the last step
+    return FusedStepArgs<scalar_t>{s == 0 ? h0 : out + tp * nH, gates + t * n * G, bias, c,
+                                   out + t * nH, s + 1 == T ? h : nullptr,
+                                   cells ? cells + t * nH : nullptr, keep_gates, peep};
   };
   if (!one_region_allowed()) {
     for (int64_t s = 0; s < T; ++s) f.template step<Cell>(n, args(s));
