@@ -38,8 +38,8 @@ def skip_unless_available(engine, dtype):
 def check_large_gemms(engine, dtype, before, calls):
     """A pinned mkl or onednn runs every large GEMM of the call (input
     projection, dx, dW_ih, dW_hh, and dW_hr with a projection, per layer and
-    direction) on its library;
-    aten pins none, so they run on the one timed faster."""
+    direction) on its library; aten pins none, so they run on the one timed
+    faster."""
     ran_large = {k: v - before[k] for k, v in lstm_fused.cpu_large_gemm_counts().items()}
     assert sum(ran_large.values()) == calls, ran_large
     if engine == "onednn" and dtype == torch.float32 and \

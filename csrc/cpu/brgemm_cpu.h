@@ -27,6 +27,7 @@
 #include <type_traits>
 
 #include "fused_step_cpu.h"
+#include "vec_store_cpu.h"
 
 namespace lstm_fused {
 
@@ -177,7 +178,7 @@ class BrgemmStepGemm {
         at::vec::load_to_float<scalar_t>(dst + u, d);
         v = v + d;
       }
-      at::vec::convert_from_float<scalar_t>(v, v).store(dst + u, V::size());
+      store_rounded(v, dst + u);
     }
   }
 

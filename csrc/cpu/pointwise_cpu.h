@@ -16,6 +16,7 @@
 #include "host_pool.h"
 #include "large_gemm_cpu.h"
 #include "recurrence_cpu.h"
+#include "vec_store_cpu.h"
 
 namespace lstm_fused {
 
@@ -175,14 +176,8 @@ struct CpuPointwise {
       std::copy(tail, tail + count, p);
     } else if constexpr (std::is_same_v<scalar_t, at::opmath_type<scalar_t>>) {
       v.store(p);
-#if defined(CPU_CAPABILITY_AVX512) && defined(__AVX512BF16__)
-    } else if constexpr (std::is_same_v<scalar_t, at::BFloat16>) {
-      // one rounding instruction (to nearest even, as ATen's conversion; it
-      // also flushes float denormals, below 1.2e-38, to zero)
-      _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), (__m256i)_mm512_cvtneps_pbh(v));
-#endif
     } else {
-      at::vec::convert_from_float<scalar_t>(v, v).store(p, W);
+      store_rounded(v, p);
     }
   }
 
