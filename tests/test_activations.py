@@ -95,7 +95,8 @@ def check(got, want, dtype, what):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
 @pytest.mark.parametrize("kind,engine", [("cell", "mkl"), ("cell", "small_batch"), ("cell", "aten"),
                                          ("layer", "mkl"), ("layer", "onednn"),
-                                         ("layer", "small_batch"), ("layer", "aten")])
+                                         ("layer", "small_batch"), ("layer", "aten"),
+                                         ("layer", "onednn_linear")])
 def test_activations_at_the_edges(kind, engine, dtype):
     if not lstm_fused.cpu_engine_available(engine, dtype):
         pytest.skip(f"the {engine} engine does not run {dtype} on this CPU")

@@ -11,7 +11,7 @@ from conftest import assert_close_to_reference, make_pair
 from test_packed import run_packed
 from test_small_batch import NAMES, outputs_and_grads
 
-GEMM_ENGINES = ["mkl", "onednn", "aten"]
+GEMM_ENGINES = ["mkl", "onednn", "aten", "onednn_linear"]
 DTYPES = [torch.float32, torch.bfloat16, torch.float16]
 
 
@@ -36,12 +36,14 @@ def skip_unless_available(engine, dtype):
 
 
 def check_large_gemms(engine, dtype, before, calls):
-    """A pinned mkl or onednn runs every large GEMM of the call (input
-    projection, dx, dW_ih, dW_hh, and dW_hr with a projection, per layer and
-    direction) on its library; aten pins none, so they run on the one timed
-    faster."""
+    """A pinned mkl, onednn or onednn_linear runs every large GEMM of the call
+    (input projection, dx, dW_ih, dW_hh, and dW_hr with a projection, per
+    layer and direction) on its library (oneDNN for onednn_linear); aten pins
+    none, so they run on the one timed faster."""
     ran_large = {k: v - before[k] for k, v in lstm_fused.cpu_large_gemm_counts().items()}
     assert sum(ran_large.values()) == calls, ran_large
+    if engine == "onednn_linear":
+        engine = "onednn"
     if engine == "onednn" and dtype == torch.float32 and \
             not torch.ops.lstm_fused._cpu_onednn_matmul_usable(dtype):
         engine = "mkl"  # oneDNN's float matmul does not run on this CPU
@@ -184,3 +186,11 @@ def test_odd_widths_of_16bit_weights(dtype):
     zeros = (torch.zeros(1, 8, 5, dtype=torch.float64), torch.zeros(1, 8, 16, dtype=torch.float64))
     check(got, outputs_and_grads(ref, x, zeros, True, dtype), outputs_and_grads(ref64, x, zeros, True, torch.float64),
           NAMES + [n for n, _ in ours.named_parameters()], dtype)
+
+
+def test_onednn_linear_available_with_torch_onednn():
+    """The engine's probe fails closed (a wrong product makes it unavailable,
+    and its tests skip): where torch has oneDNN, it must pass in float32."""
+    if not torch.backends.mkldnn.is_available():
+        pytest.skip("this torch has no oneDNN")
+    assert lstm_fused.cpu_engine_available("onednn_linear", torch.float32)

@@ -108,7 +108,7 @@ def test_packed_matches_reference(variant, peephole, bidirectional):
     check(run_ours(m, x, hx, lengths), run_reference(m, x, hx, lengths), torch.float32, names_of(m))
 
 
-@pytest.mark.parametrize("engine", ["mkl", "onednn", "aten", "small_batch"])
+@pytest.mark.parametrize("engine", ["mkl", "onednn", "aten", "small_batch", "onednn_linear"])
 @pytest.mark.parametrize("variant,peephole", CELLS, ids=CELL_IDS)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
 def test_every_engine(engine, variant, peephole, dtype):

@@ -3,6 +3,7 @@
 #include "engine_cpu.h"
 
 #include "brgemm_cpu.h"
+#include "onednn_linear_cpu.h"
 #include "packed_gemm_cpu.h"
 #include "small_batch_cpu.h"
 
@@ -159,6 +160,7 @@ bool cpu_engine_available(int64_t engine, at::ScalarType dtype) {
   switch (static_cast<CpuEngine>(engine)) {
     case CpuEngine::Mkl: return dtype != at::kDouble && PackedStepGemm::available();
     case CpuEngine::Onednn: return brgemm_support(dtype).usable;
+    case CpuEngine::OnednnLinear: return OnednnLinearStepGemm::available(dtype);
     case CpuEngine::SmallBatch:
 #if defined(CPU_CAPABILITY_AVX512)
       return dtype == at::kFloat;

@@ -8,6 +8,9 @@
 //   aten         the library GEMM (torch.mm) per step, then the pointwise pass
 //   small_batch  the hand-written fused step for the smallest float layers
 //                (small_batch_cpu.h)
+//   onednn_linear  oneDNN's packed matmul per step (torch's mkldnn linear ops),
+//                then the pointwise pass; 16-bit types natively on every CPU
+//                with 16-bit dot products (onednn_linear_cpu.h)
 // An LSTMCell step has its own mkl, small_batch and aten (cell_cpu.cpp).
 //
 // Choice, per (direction, dtype, B, N, K, threads, projection): a pinned
@@ -29,10 +32,10 @@
 
 namespace lstm_fused {
 
-enum class CpuEngine : int { Auto = 0, Mkl, Onednn, Aten, SmallBatch, kCount };
+enum class CpuEngine : int { Auto = 0, Mkl, Onednn, Aten, SmallBatch, OnednnLinear, kCount };
 
 inline constexpr std::array<const char*, static_cast<int>(CpuEngine::kCount)> kCpuEngineNames = {
-    "auto", "mkl", "onednn", "aten", "small_batch"};
+    "auto", "mkl", "onednn", "aten", "small_batch", "onednn_linear"};
 
 // Rows (T·B) below which a call runs on aten unless an engine is pinned.
 // Preparing (packing, re-laying) a weight costs ~0.1-0.25 ms whatever the

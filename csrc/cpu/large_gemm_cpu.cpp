@@ -9,6 +9,7 @@
 #include <exception>
 #include <limits>
 #include <mutex>
+#include <optional>
 #include <vector>
 
 // oneDNN's matmul as ATen's own 16-bit GEMMs call it. libtorch_cpu exports it;
@@ -22,12 +23,11 @@ TORCH_API void mkldnn_matmul(const at::Tensor& mat1, const at::Tensor& mat2,
 namespace lstm_fused {
 namespace {
 
+// Called directly in every dtype: at::mm's 16-bit route can pass to MKL's
+// bf16 GEMM instead (seen with a transposed operand), which on a CPU where MKL
+// takes its generic paths converts to float and runs its AVX2 sgemm.
 void onednn_mm_out(at::Tensor& out, const at::Tensor& a, const at::Tensor& b) {
-  if (out.scalar_type() == at::kFloat) {
-    at::native::mkldnn_matmul(a, b, out, /*beta=*/0.f, /*alpha=*/1.f);
-  } else {
-    at::mm_out(out, a, b);  // ATen's 16-bit GEMM is oneDNN's matmul where the CPU has it
-  }
+  at::native::mkldnn_matmul(a, b, out, /*beta=*/0.f, /*alpha=*/1.f);
 }
 
 void mkl_mm_out(at::Tensor& out, const at::Tensor& a, const at::Tensor& b) {
@@ -98,7 +98,10 @@ void large_mm_out_cpu(at::Tensor& out, const at::Tensor& a, const at::Tensor& b)
   const EngineKey key{EngineUse::LargeGemm, t,
                       int64_t{1} << (63 - __builtin_clzll(std::max<int64_t>(M, 1))), b.size(1),
                       a.size(1), false};
-  auto e = settled_cpu_engine(key, engines);
+  // A pinned onednn_linear takes its library (oneDNN) for these too.
+  const bool linear = pinned_cpu_engine() == CpuEngine::OnednnLinear &&
+                      std::find(engines.begin(), engines.end(), CpuEngine::Onednn) != engines.end();
+  auto e = linear ? std::optional<CpuEngine>(CpuEngine::Onednn) : settled_cpu_engine(key, engines);
   if (!e) {
     // About 2^29 multiply-adds (a few ms), at least 256 rows: the two
     // libraries' ratio on fewer rows strayed up to ~15% from the whole call's.

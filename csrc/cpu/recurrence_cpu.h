@@ -21,6 +21,7 @@
 #include "engine_cpu.h"
 #include "fused_backward_cpu.h"
 #include "library_gemm_cpu.h"
+#include "onednn_linear_cpu.h"
 #include "packed_gemm_cpu.h"
 #include "small_batch_cpu.h"
 
@@ -62,6 +63,7 @@ class CpuStepGemm {
   CpuStepGemm(CpuEngine e, const at::Tensor& w, int64_t batch, int64_t steps) : engine_(e) {
     switch (e) {
       case CpuEngine::Mkl: impl_.emplace<PackedStepGemm>(w, batch, steps); break;
+      case CpuEngine::OnednnLinear: impl_.emplace<OnednnLinearStepGemm>(w, batch); break;
       case CpuEngine::Onednn:
         switch (w.scalar_type()) {
           case at::kFloat: impl_.emplace<BrgemmStepGemm<float>>(w, batch); break;
@@ -86,6 +88,9 @@ class CpuStepGemm {
     if (t != at::kFloat && onednn) out.push_back(CpuEngine::Onednn);
     if (mkl) out.push_back(CpuEngine::Mkl);
     if (t == at::kFloat && onednn) out.push_back(CpuEngine::Onednn);
+    if (t != at::kDouble && OnednnLinearStepGemm::available(t)) {
+      out.push_back(CpuEngine::OnednnLinear);
+    }
     out.push_back(CpuEngine::Aten);
     return prepared_or_pinned(out, batch * steps);
   }
@@ -152,8 +157,8 @@ class CpuStepGemm {
   };
 
   CpuEngine engine_;
-  std::variant<Unbuilt, LibraryStepGemm, PackedStepGemm, BrgemmStepGemm<float>,
-               BrgemmStepGemm<at::BFloat16>, BrgemmStepGemm<at::Half>>
+  std::variant<Unbuilt, LibraryStepGemm, PackedStepGemm, OnednnLinearStepGemm,
+               BrgemmStepGemm<float>, BrgemmStepGemm<at::BFloat16>, BrgemmStepGemm<at::Half>>
       impl_;
 };
 

@@ -1,0 +1,72 @@
+#pragma once
+// The recurrent GEMM on oneDNN's packed matmul, through the ops torch
+// registers for it (mkldnn::_reorder_linear_weight once per call, then
+// mkldnn::_linear_pointwise per step): the engine onednn_linear.
+//
+// Why beside brgemm (brgemm_cpu.h): ATen runs its brgemm micro-kernel on
+// 16-bit types only where the CPU has AMX; elsewhere (AVX512_BF16 without
+// AMX, as on AMD Zen 4) it passes them to its library GEMM, which is MKL's.
+// The packed matmul generates 16-bit dot-product kernels for every CPU that
+// has them, and float kernels for the CPU it runs on.
+//
+// Precision as the other engines: products accumulate in float; c += a·wᵀ
+// adds c inside the same kernel (a binary post-op) and rounds once to the
+// layer's type.
+#include <ATen/ATen.h>
+#include <ATen/core/dispatch/Dispatcher.h>
+
+#include <optional>
+#include <string_view>
+
+namespace lstm_fused {
+
+class OnednnLinearStepGemm {
+ public:
+  // w (N, K), any strides, float, bfloat16 or float16; batch: the rows of
+  // the whole batch, the hint the weight is laid out for.
+  OnednnLinearStepGemm(const at::Tensor& w, int64_t batch)
+      : packed_(ops().reorder.call(w.contiguous(), batch)) {}
+
+  // c[:n] += a[:n] · wᵀ; c and a (rows, ·) with dense rows.
+  void accumulate(const at::Tensor& c, const at::Tensor& a, int64_t n) const {
+    if (n == 0) return;
+    auto cn = c.narrow(0, 0, n);
+    const auto other = cn.is_contiguous() ? cn : cn.contiguous();
+    cn.copy_(ops().binary.call(a.narrow(0, 0, n).contiguous(), other, packed_, std::nullopt,
+                               "add"));
+  }
+
+  // c[:n] = a[:n] · wᵀ; c's other rows are left as they are.
+  void product(const at::Tensor& c, const at::Tensor& a, int64_t n) const {
+    if (n == 0) return;
+    c.narrow(0, 0, n).copy_(ops().unary.call(a.narrow(0, 0, n).contiguous(), packed_,
+                                             std::nullopt, "none",
+                                             c10::List<std::optional<c10::Scalar>>(),
+                                             std::nullopt));
+  }
+
+  // Whether this torch build registers the ops and they run `dtype` on this
+  // CPU (16-bit types only where it has dot products for them); probed once
+  // per type on a small product checked against float64.
+  static bool available(at::ScalarType dtype);
+
+ private:
+  struct Ops {
+    c10::TypedOperatorHandle<at::Tensor(const at::Tensor&, std::optional<int64_t>)> reorder;
+    c10::TypedOperatorHandle<at::Tensor(const at::Tensor&, const at::Tensor&,
+                                        const std::optional<at::Tensor>&, std::string_view,
+                                        c10::List<std::optional<c10::Scalar>>,
+                                        std::optional<std::string_view>)>
+        unary;
+    c10::TypedOperatorHandle<at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                                        const std::optional<at::Tensor>&, std::string_view)>
+        binary;
+  };
+  // Looked up once; throws where the build has no oneDNN ops (available()
+  // is false there, so no engine is built).
+  static const Ops& ops();
+
+  at::Tensor packed_;
+};
+
+}  // namespace lstm_fused
