@@ -23,9 +23,10 @@ TORCH_API void mkldnn_matmul(const at::Tensor& mat1, const at::Tensor& mat2,
 namespace lstm_fused {
 namespace {
 
-// Called directly in every dtype: at::mm's 16-bit route can pass to MKL's
-// bf16 GEMM instead (seen with a transposed operand), which on a CPU where MKL
-// takes its generic paths converts to float and runs its AVX2 sgemm.
+// Called directly in every dtype, so that what runs as onednn is oneDNN
+// whatever ATen's routing of a 16-bit at::mm decides (its CPU BLAS can also
+// end in MKL's bf16 GEMM, which on CPUs where MKL takes its generic paths
+// converts to float and runs an AVX2 sgemm).
 void onednn_mm_out(at::Tensor& out, const at::Tensor& a, const at::Tensor& b) {
   at::native::mkldnn_matmul(a, b, out, /*beta=*/0.f, /*alpha=*/1.f);
 }
