@@ -400,3 +400,20 @@ def test_variants_bench_checks_and_times(capsys):
     out = capsys.readouterr().out
     for name in variants.CONTENDERS:
         assert f" {name} " in out, out
+
+
+def test_isa_limits_are_named_in_the_header(monkeypatch):
+    """A run under a variable that keeps MKL or oneDNN off part of the CPU (an
+    imitation of another CPU) says so in its header and stored environment."""
+    from lstm_fused.bench import env as bench_env
+    from lstm_fused.bench.machine import Machine
+    monkeypatch.delenv("MKL_ENABLE_INSTRUCTIONS", raising=False)
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_BF16")
+    e = bench_env.collect(lstm_fused)
+    assert e["cpu_isa_limits"] == {"ONEDNN_MAX_CPU_ISA": "AVX512_CORE_BF16"}
+    lines = bench_env.header_lines(e, Machine())
+    assert any(l.startswith("ISA") and "ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16" in l for l in lines)
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA")
+    e = bench_env.collect(lstm_fused)
+    assert e["cpu_isa_limits"] == {}
+    assert not any(l.startswith("ISA") for l in bench_env.header_lines(e, Machine()))

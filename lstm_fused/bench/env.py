@@ -22,6 +22,16 @@ def _cudnn_version():
     return None if v is None else f"{v // 10000}.{v % 10000 // 100}.{v % 100}"
 
 
+# Variables that make the libraries use less of the CPU than it has (an
+# imitation of another CPU); a figure measured under them must say so.
+ISA_LIMITS = ("MKL_ENABLE_INSTRUCTIONS", "MKL_DEBUG_CPU_TYPE", "ONEDNN_MAX_CPU_ISA",
+              "DNNL_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY")
+
+
+def isa_limits():
+    return {k: os.environ[k] for k in ISA_LIMITS if os.environ.get(k)}
+
+
 def collect(api):
     env = {
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
@@ -32,6 +42,7 @@ def collect(api):
         "cpu_logical_cores": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "cpu_isa_limits": isa_limits(),
         "torch": torch.__version__,
         "onednn": _onednn_version() if torch.backends.mkldnn.is_available() else None,
         "cuda": torch.version.cuda,
@@ -83,6 +94,12 @@ def header_lines(env, machine):
         f"lstm_fused bench  {env['date']}  {env['host']}",
         f"CPU   {env['cpu']} ({isa_text(env['cpu_isa'])}), {env['cpu_logical_cores']} logical cores, "
         f"torch threads {env['torch_threads']} ({env['cpu_capability']})" + ("" if load is None else f", load {load:.2f}"),
+    ]
+    limits = env.get("cpu_isa_limits")
+    if limits:
+        lines.append("ISA   limited by " + " ".join(f"{k}={v}" for k, v in sorted(limits.items())) +
+                     ": the libraries use less of this CPU than it has")
+    lines += [
         f"GPU   {env['gpu'] or 'none'}",
         f"torch {env['torch']}, {cuda}, cuDNN {env['cudnn'] or 'none'}, oneDNN {env['onednn'] or 'none'}, "
         f"TF32 {'on' if env['tf32'] else 'off'}, python {env['python']}",
