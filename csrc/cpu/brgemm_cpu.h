@@ -1,9 +1,10 @@
 #pragma once
 // The recurrent GEMM on oneDNN's brgemm micro-kernel, as ATen exports it
 // (at::native::cpublas::brgemm). oneDNN generates its kernels for the CPU it
-// runs on (AVX-512, AVX512_BF16, AMX), where MKL takes slower generic paths on
-// some vendors' CPUs. 16-bit types multiply natively (VNNI-packed weight,
-// float accumulation).
+// runs on, where MKL takes slower generic paths on some vendors' CPUs. ATen
+// runs 16-bit types on the micro-kernel only where the CPU has AMX
+// (VNNI-packed weight, float accumulation); elsewhere it hands them to its CPU
+// BLAS (MKL's 16-bit GEMM), which onednn_linear_cpu.h avoids.
 //
 // The weight is laid out once per call as column blocks: block j holds the
 // columns cols(j) of wᵀ as a (K, width) row-major matrix (VNNI-packed for
