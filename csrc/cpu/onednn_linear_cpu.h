@@ -31,9 +31,8 @@ class OnednnLinearStepGemm {
   void accumulate(const at::Tensor& c, const at::Tensor& a, int64_t n) const {
     if (n == 0) return;
     auto cn = c.narrow(0, 0, n);
-    const auto other = cn.is_contiguous() ? cn : cn.contiguous();
-    cn.copy_(ops().binary.call(a.narrow(0, 0, n).contiguous(), other, packed_, std::nullopt,
-                               "add"));
+    cn.copy_(ops().binary.call(a.narrow(0, 0, n).contiguous(), cn.contiguous(), packed_,
+                               std::nullopt, "add"));
   }
 
   // c[:n] = a[:n] · wᵀ; c's other rows are left as they are.

@@ -88,9 +88,7 @@ class CpuStepGemm {
     if (t != at::kFloat && onednn) out.push_back(CpuEngine::Onednn);
     if (mkl) out.push_back(CpuEngine::Mkl);
     if (t == at::kFloat && onednn) out.push_back(CpuEngine::Onednn);
-    if (t != at::kDouble && OnednnLinearStepGemm::available(t)) {
-      out.push_back(CpuEngine::OnednnLinear);
-    }
+    if (OnednnLinearStepGemm::available(t)) out.push_back(CpuEngine::OnednnLinear);
     out.push_back(CpuEngine::Aten);
     return prepared_or_pinned(out, batch * steps);
   }
