@@ -97,32 +97,33 @@ def test_packed(engine, dtype, bidirectional):
 
 
 @pytest.mark.parametrize("engine", ["small_batch"], indirect=True)
-def test_small_batch_runs_when_forced(engine):
-    skip_unless_available(engine, torch.float32)
-    ref, ours, ref64 = make_pair(torch.float32, input_size=7, hidden_size=32)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+def test_small_batch_runs_when_forced(engine, dtype):
+    skip_unless_available(engine, dtype)
+    ref, ours, ref64 = make_pair(dtype, input_size=7, hidden_size=32)
     x = torch.randn(20, 4, 7, dtype=torch.float64)
     hx = (torch.randn(1, 4, 32, dtype=torch.float64), torch.randn(1, 4, 32, dtype=torch.float64))
     before = lstm_fused.cpu_engine_counts()
-    got = outputs_and_grads(ours, x, hx, False, torch.float32)
+    got = outputs_and_grads(ours, x, hx, False, dtype)
     assert ran("small_batch", before) == 1
-    check(got, outputs_and_grads(ref, x, hx, False, torch.float32),
-          outputs_and_grads(ref64, x, hx, False, torch.float64), NAMES, torch.float32)
+    check(got, outputs_and_grads(ref, x, hx, False, dtype),
+          outputs_and_grads(ref64, x, hx, False, torch.float64), NAMES, dtype)
 
 
 def test_pinned_engine_that_cannot_run_falls_back():
-    """small_batch takes float32 only: pinned for bfloat16 the call still runs,
-    on another engine, and says which."""
-    ref, ours, ref64 = make_pair(torch.bfloat16, input_size=7, hidden_size=32)
+    """small_batch takes float32 and bfloat16 only: pinned for float16 the call
+    still runs, on another engine, and says which."""
+    ref, ours, ref64 = make_pair(torch.float16, input_size=7, hidden_size=32)
     x = torch.randn(20, 4, 7, dtype=torch.float64)
     with lstm_fused.use_cpu_engine("small_batch"):
         before = lstm_fused.cpu_engine_counts()
         with torch.no_grad():
-            out, _ = ours(x.bfloat16())
+            out, _ = ours(x.half())
         assert ran("small_batch", before) == 0
         assert sum(ran(e, before) for e in GEMM_ENGINES) == 1
     with torch.no_grad():
         want, _ = ref64(x)
-    assert_close_to_reference(out, ref(x.bfloat16())[0], want, torch.bfloat16, "output")
+    assert_close_to_reference(out, ref(x.half())[0], want, torch.float16, "output")
 
 
 def test_auto_choice_is_timed_once_and_cached():

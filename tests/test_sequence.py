@@ -14,6 +14,7 @@ import lstm_fused
 from conftest import assert_close_to_reference, make_pair
 
 CASES = [("small_batch", torch.float32, 2, 64), ("small_batch", torch.float32, 5, 48),
+         ("small_batch", torch.bfloat16, 3, 32),
          ("onednn", torch.float32, 3, 64), ("onednn", torch.bfloat16, 4, 48),
          ("onednn", torch.float16, 4, 32)]
 IDS = [f"{e}-{str(d)[6:]}-B{b}-H{h}" for e, d, b, h in CASES]

@@ -1,6 +1,7 @@
-"""The shapes that the CPU small-batch fused step runs (float32, at most 8 rows
-and 256 (row, unit) pairs, H a multiple of 16, no projection, 16 steps or more),
-against torch.nn.LSTM and a float64 run of it: padded and packed batches, both
+"""The shapes that the CPU small-batch fused step runs (at most 8 rows, H a
+multiple of 16, no projection, 16 steps or more; float32 with at most 256
+(row, unit) pairs, bfloat16 on AVX512_BF16 dot products), against
+torch.nn.LSTM and a float64 run of it: padded and packed batches, both
 directions, with and without gradients."""
 import pytest
 import torch
@@ -9,7 +10,7 @@ import lstm_fused
 from conftest import assert_close_to_reference, make_pair
 from test_packed import run_packed
 
-DT = torch.float32
+DTYPES = [torch.float32, torch.bfloat16]
 
 
 def outputs_and_grads(model, x, hx, grad, dtype):
@@ -27,14 +28,14 @@ def outputs_and_grads(model, x, hx, grad, dtype):
 NAMES = ["output", "h_n", "c_n", "grad input", "grad h0", "grad c0"]
 
 
-@pytest.fixture
-def small_batch():
-    """The small-batch engine pinned, and asserted to have run."""
-    if not lstm_fused.cpu_engine_available("small_batch", DT):
-        pytest.skip("the small_batch engine needs an AVX-512 build")
+@pytest.fixture(params=DTYPES, ids=str)
+def small_batch(request):
+    """The small-batch engine pinned for a dtype, and asserted to have run."""
+    if not lstm_fused.cpu_engine_available("small_batch", request.param):
+        pytest.skip(f"the small_batch engine does not run {request.param} on this build and CPU")
     before = lstm_fused.cpu_engine_counts()["small_batch"]
     with lstm_fused.use_cpu_engine("small_batch"):
-        yield
+        yield request.param
     assert lstm_fused.cpu_engine_counts()["small_batch"] > before
 
 
@@ -43,7 +44,7 @@ def small_batch():
 @pytest.mark.parametrize("bidirectional", [False, True])
 @pytest.mark.parametrize("grad", [False, True])
 def test_padded(B, H, bidirectional, grad, small_batch):
-    D = 2 if bidirectional else 1
+    DT, D = small_batch, 2 if bidirectional else 1
     ref, ours, ref64 = make_pair(DT, input_size=7, hidden_size=H, bidirectional=bidirectional)
     x = torch.randn(20, B, 7, dtype=torch.float64)
     hx = (torch.randn(D, B, H, dtype=torch.float64), torch.randn(D, B, H, dtype=torch.float64))
@@ -58,6 +59,7 @@ def test_padded(B, H, bidirectional, grad, small_batch):
 @pytest.mark.parametrize("lengths,enforce_sorted", [([19, 19, 4, 1], True), ([3, 19, 1, 16, 6], False), ([2, 5, 5, 1, 19, 17, 3, 8], False)])
 @pytest.mark.parametrize("bidirectional", [False, True])
 def test_packed(lengths, enforce_sorted, bidirectional, small_batch):
+    DT = small_batch
     kw = dict(input_size=7, hidden_size=32, bidirectional=bidirectional)
     ref, ours, ref64 = make_pair(DT, **kw)
     B, T, D = len(lengths), max(lengths), 2 if bidirectional else 1
@@ -69,3 +71,21 @@ def test_packed(lengths, enforce_sorted, bidirectional, small_batch):
     names = NAMES + [n for n, _ in ours.named_parameters()]
     for name, a, b, r in zip(names, got, theirs, want):
         assert_close_to_reference(a, b, r, DT, name)
+
+
+def test_bfloat16_beyond_float_pairs():
+    """bfloat16 has no (row, unit) pair bound: 8 rows of 64 units (512 pairs,
+    past float's 256) run on it, with k in pairs over all of H."""
+    if not lstm_fused.cpu_engine_available("small_batch", torch.bfloat16):
+        pytest.skip("the small_batch engine does not run bfloat16 on this build and CPU")
+    ref, ours, ref64 = make_pair(torch.bfloat16, input_size=7, hidden_size=64)
+    x = torch.randn(20, 8, 7, dtype=torch.float64)
+    hx = (torch.randn(1, 8, 64, dtype=torch.float64), torch.randn(1, 8, 64, dtype=torch.float64))
+    before = lstm_fused.cpu_engine_counts()["small_batch"]
+    with lstm_fused.use_cpu_engine("small_batch"):
+        got = outputs_and_grads(ours, x, hx, False, torch.bfloat16)
+    assert lstm_fused.cpu_engine_counts()["small_batch"] == before + 1
+    theirs = outputs_and_grads(ref, x, hx, False, torch.bfloat16)
+    want = outputs_and_grads(ref64, x, hx, False, torch.float64)
+    for name, a, b, r in zip(NAMES, got, theirs, want):
+        assert_close_to_reference(a, b, r, torch.bfloat16, name)

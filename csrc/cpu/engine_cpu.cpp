@@ -63,17 +63,25 @@ CpuEngine fastest(const std::vector<std::pair<CpuEngine, std::function<void()>>>
 
 }  // namespace
 
+namespace {
+
+bool cpu_flag(const char* name) {
+  static const auto caps = at::cpu::get_cpu_capabilities();
+  const auto it = caps.find(name);
+  return it != caps.end() && it->second.isBool() && it->second.toBool();
+}
+
+}  // namespace
+
 bool cpu_has_16bit_dot(at::ScalarType t) {
-  static const auto has = [] {
-    const auto caps = at::cpu::get_cpu_capabilities();
-    auto flag = [&](const char* name) {
-      const auto it = caps.find(name);
-      return it != caps.end() && it->second.isBool() && it->second.toBool();
-    };
-    return std::pair<bool, bool>{flag("amx_bf16") || flag("avx512_bf16"),
-                                 flag("amx_fp16") || flag("avx512_fp16")};
-  }();
+  static const auto has = std::pair<bool, bool>{cpu_flag("amx_bf16") || cpu_flag("avx512_bf16"),
+                                                cpu_flag("amx_fp16") || cpu_flag("avx512_fp16")};
   return t == at::kBFloat16 ? has.first : t == at::kHalf ? has.second : false;
+}
+
+bool cpu_has_avx512_bf16() {
+  static const bool has = cpu_flag("avx512_bf16");
+  return has;
 }
 
 CpuEngine pinned_cpu_engine() { return static_cast<CpuEngine>(g_pinned.load(std::memory_order_relaxed)); }
@@ -155,7 +163,7 @@ void clear_cpu_engine_choices() {
 }
 
 // Whether `engine` can run layers of `dtype` on this CPU and build (shapes
-// aside: small_batch takes small float layers only, onednn H a multiple of 16).
+// aside: small_batch takes small layers only, onednn H a multiple of 16).
 bool cpu_engine_available(int64_t engine, at::ScalarType dtype) {
   switch (static_cast<CpuEngine>(engine)) {
     case CpuEngine::Mkl: return dtype != at::kDouble && PackedStepGemm::available();
@@ -163,7 +171,7 @@ bool cpu_engine_available(int64_t engine, at::ScalarType dtype) {
     case CpuEngine::OnednnLinear: return OnednnLinearStepGemm::available(dtype);
     case CpuEngine::SmallBatch:
 #if defined(CPU_CAPABILITY_AVX512)
-      return dtype == at::kFloat;
+      return dtype == at::kFloat || (dtype == at::kBFloat16 && small_batch_bf16_available());
 #else
       return false;
 #endif

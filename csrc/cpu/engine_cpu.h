@@ -6,8 +6,8 @@
 //                in the forward of a layer without projection, fused with the
 //                cell update (brgemm_cpu.h)
 //   aten         the library GEMM (torch.mm) per step, then the pointwise pass
-//   small_batch  the hand-written fused step for the smallest float layers
-//                (small_batch_cpu.h)
+//   small_batch  the hand-written fused step for the smallest layers: float,
+//                and bfloat16 on AVX512_BF16 (small_batch_cpu.h)
 //   onednn_linear  oneDNN's packed matmul per step (torch's mkldnn linear ops),
 //                then the pointwise pass; 16-bit types natively on every CPU
 //                with 16-bit dot products (onednn_linear_cpu.h)
@@ -48,6 +48,9 @@ inline constexpr int64_t kMinPreparedRows = 64;
 // AVX-512's BF16/FP16 dot products, as torch's CPU detection (cpuinfo)
 // reports them.
 bool cpu_has_16bit_dot(at::ScalarType t);
+// Whether the CPU has AVX-512's bfloat16 dot products (AVX512_BF16), which
+// code of its own can issue (AMX needs tile set-up).
+bool cpu_has_avx512_bf16();
 
 CpuEngine pinned_cpu_engine();
 void set_pinned_cpu_engine(CpuEngine e);

@@ -167,7 +167,13 @@ class CpuForwardStep {
   CpuForwardStep(CpuEngine e, const at::Tensor& w_hh, int64_t K, int64_t T, int64_t B)
       : engine_(e) {
     switch (e) {
-      case CpuEngine::SmallBatch: fused_.template emplace<SmallBatchStep<Act>>(w_hh); break;
+      case CpuEngine::SmallBatch:
+        if (w_hh.scalar_type() == at::kFloat) {
+          fused_.template emplace<SmallBatchStep<Act, float>>(w_hh);
+        } else {
+          fused_.template emplace<SmallBatchStep<Act, at::BFloat16>>(w_hh);
+        }
+        break;
       case CpuEngine::Onednn:
         if (fused_onednn(w_hh, K)) {
           switch (w_hh.scalar_type()) {
@@ -190,8 +196,13 @@ class CpuForwardStep {
     constexpr int K = Cell::kGates;
     const int64_t H = w_hh.size(0) / K, P = w_hh.size(1);
     auto engines = CpuStepGemm::engines(w_hh, B, T);
-    if (!proj && SmallBatchStep<Act>::usable(T, B, H, proj, w_hh.scalar_type())) {
+    const auto dtype = w_hh.scalar_type();
+    if (SmallBatchStep<Act, float>::usable(T, B, H, proj, dtype)) {
       engines.insert(engines.begin(), CpuEngine::SmallBatch);
+    } else if (SmallBatchStep<Act, at::BFloat16>::usable(T, B, H, proj, dtype)) {
+      // after the library engines in the fixed order: with AMX, onednn's
+      // tiles are the faster deterministic choice
+      engines.insert(engines.end() - 1, CpuEngine::SmallBatch);
     }
     const auto opts = w_hh.options();
     const EngineKey key{EngineUse::ForwardStep, w_hh.scalar_type(), B, K * H, P, proj};
@@ -261,7 +272,7 @@ class CpuForwardStep {
     std::visit(
         [&](const auto& f) {
           using F = std::decay_t<decltype(f)>;
-          if constexpr (std::is_same_v<F, SmallBatchStep<Act>> && std::is_same_v<scalar_t, float>) {
+          if constexpr (std::is_same_v<F, SmallBatchStep<Act, scalar_t>>) {
             fn(f);
           } else if constexpr (std::is_same_v<F, BrgemmFusedStep<Act, scalar_t>>) {
             fn(f);
@@ -273,7 +284,8 @@ class CpuForwardStep {
   }
 
   CpuEngine engine_;
-  std::variant<std::monostate, SmallBatchStep<Act>, BrgemmFusedStep<Act, float>,
+  std::variant<std::monostate, SmallBatchStep<Act, float>, SmallBatchStep<Act, at::BFloat16>,
+               BrgemmFusedStep<Act, float>,
                BrgemmFusedStep<Act, at::BFloat16>, BrgemmFusedStep<Act, at::Half>>
       fused_;
   std::unique_ptr<CpuStepGemm> gemm_;
