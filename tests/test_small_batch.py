@@ -1,6 +1,6 @@
-"""The shapes that the CPU small-batch fused step runs (at most 8 rows, H a
-multiple of 16, no projection, 16 steps or more; float32 with at most 256
-(row, unit) pairs, bfloat16 on AVX512_BF16 dot products), against
+"""The shapes that the CPU small-batch fused step runs (H a multiple of 16, no
+projection, 16 steps or more; float32: at most 8 rows and 256 (row, unit)
+pairs; bfloat16, on AVX512_BF16 dot products: at most 64 rows), against
 torch.nn.LSTM and a float64 run of it: padded and packed batches, both
 directions, with and without gradients."""
 import pytest
@@ -73,14 +73,16 @@ def test_packed(lengths, enforce_sorted, bidirectional, small_batch):
         assert_close_to_reference(a, b, r, DT, name)
 
 
-def test_bfloat16_beyond_float_pairs():
-    """bfloat16 has no (row, unit) pair bound: 8 rows of 64 units (512 pairs,
-    past float's 256) run on it, with k in pairs over all of H."""
+@pytest.mark.parametrize("B", [8, 13, 64])
+def test_bfloat16_beyond_float_pairs(B):
+    """bfloat16 has no (row, unit) pair bound and takes up to 64 rows: 8, 13
+    (tiles of 4, 4, 4 and 1 rows) and 64 rows of 64 units (past float's 256
+    pairs) run on it, with k in pairs over all of H."""
     if not lstm_fused.cpu_engine_available("small_batch", torch.bfloat16):
         pytest.skip("the small_batch engine does not run bfloat16 on this build and CPU")
     ref, ours, ref64 = make_pair(torch.bfloat16, input_size=7, hidden_size=64)
-    x = torch.randn(20, 8, 7, dtype=torch.float64)
-    hx = (torch.randn(1, 8, 64, dtype=torch.float64), torch.randn(1, 8, 64, dtype=torch.float64))
+    x = torch.randn(20, B, 7, dtype=torch.float64)
+    hx = (torch.randn(1, B, 64, dtype=torch.float64), torch.randn(1, B, 64, dtype=torch.float64))
     before = lstm_fused.cpu_engine_counts()["small_batch"]
     with lstm_fused.use_cpu_engine("small_batch"):
         got = outputs_and_grads(ours, x, hx, False, torch.bfloat16)

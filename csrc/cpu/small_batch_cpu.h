@@ -54,11 +54,13 @@ class SmallBatchStep {
 
  public:
   static constexpr int64_t kUnits = 16;
-  static constexpr int64_t kMaxBatch = 8;
+  static constexpr int64_t kMaxBatch = std::is_same_v<scalar_t, float> ? 8 : 64;
   // float, measured against the packed library GEMM plus the pointwise pass,
   // T = 100, 2 threads: B = 1 wins by 1.6x at H = 128 and 1.25x at H = 256,
   // ties at 384; B = 2 wins at H = 128 and loses from H = 256 on. bfloat16 has
-  // no such bound: the timed choice weighs it against the other engines.
+  // no pair bound and takes up to 64 rows: on a Xeon without AMX it ran
+  // (100, 64, 512) as fast as oneDNN's packed matmul (bench/NOTES.md v16);
+  // the timed choice weighs it against the other engines.
   static constexpr int64_t kMaxPairs = 256;
   // Re-laying W_hh out costs about as much as 10-15 library steps at B = 1:
   // from T = 16 on the fused steps repay it (B = 1, H = 256).
