@@ -69,7 +69,9 @@ def cpu_large_gemm_counts() -> dict:
 
 
 def cpu_engine_available(name: str, dtype: torch.dtype) -> bool:
-    """Whether CPU engine `name` runs `dtype` on this CPU and build."""
+    """Whether CPU engine `name` runs layers of `dtype` on this CPU and build
+    (an LSTMCell step runs float32 on mkl and small_batch, every type on
+    aten)."""
     if name not in CPU_ENGINES:
         raise ValueError(f"lstm_fused: CPU engine must be one of {CPU_ENGINES}, got {name!r}")
     return bool(_C_ops._cpu_engine_available(CPU_ENGINES.index(name), dtype))

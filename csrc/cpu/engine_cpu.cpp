@@ -61,10 +61,6 @@ CpuEngine fastest(const std::vector<std::pair<CpuEngine, std::function<void()>>>
   return candidates[best].first;
 }
 
-}  // namespace
-
-namespace {
-
 bool cpu_flag(const char* name) {
   static const auto caps = at::cpu::get_cpu_capabilities();
   const auto it = caps.find(name);
