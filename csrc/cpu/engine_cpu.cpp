@@ -165,12 +165,7 @@ bool cpu_engine_available(int64_t engine, at::ScalarType dtype) {
     case CpuEngine::Mkl: return dtype != at::kDouble && PackedStepGemm::available();
     case CpuEngine::Onednn: return brgemm_support(dtype).usable;
     case CpuEngine::OnednnLinear: return OnednnLinearStepGemm::available(dtype);
-    case CpuEngine::SmallBatch:
-#if defined(CPU_CAPABILITY_AVX512)
-      return dtype == at::kFloat || (dtype == at::kBFloat16 && small_batch_bf16_available());
-#else
-      return false;
-#endif
+    case CpuEngine::SmallBatch: return small_batch_runs(dtype);
     default: return true;
   }
 }

@@ -43,9 +43,16 @@
 
 namespace lstm_fused {
 
-// Whether this build and CPU run the bfloat16 kernel.
-inline bool small_batch_bf16_available() {
-  return LSTM_FUSED_SMALL_BATCH_BF16 && cpu_has_avx512_bf16();
+// Whether this build and CPU run the kernel in `dtype` (shapes aside): float
+// with AVX-512 code, bfloat16 where AVX512_BF16 is compiled in and present.
+inline bool small_batch_runs(at::ScalarType dtype) {
+#if defined(CPU_CAPABILITY_AVX512)
+  return dtype == at::kFloat ||
+         (dtype == at::kBFloat16 && LSTM_FUSED_SMALL_BATCH_BF16 && cpu_has_avx512_bf16());
+#else
+  (void)dtype;
+  return false;
+#endif
 }
 
 template <class Activations, typename scalar_t>
@@ -66,21 +73,14 @@ class SmallBatchStep {
   // from T = 16 on the fused steps repay it (B = 1, H = 256).
   static constexpr int64_t kMinSteps = 16;
 
-  // Whether a layer runs on this kernel: scalar_t with AVX-512 code (and
-  // AVX512_BF16 for bfloat16), no projection, H a multiple of 16, at most
-  // kMaxBatch rows (float: at most kMaxPairs (row, unit) pairs) and at least
-  // kMinSteps steps.
+  // Whether a layer runs on this kernel: scalar_t where small_batch_runs,
+  // no projection, H a multiple of 16, at most kMaxBatch rows (float: at most
+  // kMaxPairs (row, unit) pairs) and at least kMinSteps steps.
   static bool usable(int64_t T, int64_t B, int64_t H, bool proj, at::ScalarType dtype) {
-#if defined(CPU_CAPABILITY_AVX512)
-    const bool typed = std::is_same_v<scalar_t, float>
-                           ? dtype == at::kFloat && B * H <= kMaxPairs
-                           : dtype == at::kBFloat16 && small_batch_bf16_available();
-    return typed && !proj && B >= 1 && B <= kMaxBatch && H > 0 && H % kUnits == 0 &&
-           T >= kMinSteps;
-#else
-    (void)T, (void)B, (void)H, (void)proj, (void)dtype;
-    return false;
-#endif
+    constexpr bool is_float = std::is_same_v<scalar_t, float>;
+    return dtype == c10::CppTypeToScalarType<scalar_t>::value && small_batch_runs(dtype) &&
+           !proj && B >= 1 && B <= kMaxBatch && H > 0 && H % kUnits == 0 &&
+           (!is_float || B * H <= kMaxPairs) && T >= kMinSteps;
   }
 
   // w_hh (KH, H) of scalar_t, any strides, K gate blocks.
