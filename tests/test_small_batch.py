@@ -91,3 +91,19 @@ def test_bfloat16_beyond_float_pairs(B):
     want = outputs_and_grads(ref64, x, hx, False, torch.float64)
     for name, a, b, r in zip(NAMES, got, theirs, want):
         assert_close_to_reference(a, b, r, torch.bfloat16, name)
+
+
+def test_bfloat16_available_with_avx512_bf16():
+    """The bf16 tests above skip where the engine says it does not run bf16;
+    on a CPU with AVX512_BF16 (the build adds -mavx512bf16 there) it must."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = f.read()
+    except OSError:
+        pytest.skip("no /proc/cpuinfo")
+    caps = torch._C._cpu._get_cpu_capability()
+    if " avx512_bf16" not in flags or not caps.get("avx512_bf16"):
+        pytest.skip("this CPU has no AVX512_BF16")
+    assert lstm_fused.cpu_engine_available("small_batch", torch.float32)
+    assert lstm_fused.cpu_engine_available("small_batch", torch.bfloat16)
+    assert not lstm_fused.cpu_engine_available("small_batch", torch.float16)
