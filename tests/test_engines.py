@@ -44,9 +44,8 @@ def check_large_gemms(engine, dtype, before, calls):
     assert sum(ran_large.values()) == calls, ran_large
     if engine == "onednn_linear":
         engine = "onednn"
-    if engine == "onednn" and dtype == torch.float32 and \
-            not torch.ops.lstm_fused._cpu_onednn_matmul_usable(dtype):
-        engine = "mkl"  # oneDNN's float matmul does not run on this CPU
+    if engine == "onednn" and not torch.ops.lstm_fused._cpu_onednn_matmul_usable(dtype):
+        engine = "mkl"  # oneDNN's matmul does not run this dtype on this CPU
     if engine in ran_large:
         assert ran_large[engine] == calls, ran_large
 

@@ -28,6 +28,7 @@
 #include <type_traits>
 
 #include "fused_step_cpu.h"
+#include "transpose_cpu.h"
 #include "vec_store_cpu.h"
 
 namespace lstm_fused {
@@ -52,15 +53,21 @@ class BrgemmBlocks {
       : k_(w.size(1)), width_(gate_blocks > 0 ? gate_blocks * nb : nb), blocks_(w.size(0) / width_),
         vnni_(vnni) {
     const auto dtype = c10::CppTypeToScalarType<scalar_t>::value;
-    auto wt = w.to(dtype);
-    at::Tensor laid;
-    if (gate_blocks > 0) {
-      // (G, H/nb, nb, K) -> (H/nb, K, G, nb)
-      laid = wt.reshape({gate_blocks, blocks_, nb, k_}).permute({1, 3, 0, 2}).contiguous();
-    } else {
-      laid = wt.reshape({blocks_, nb, k_}).permute({0, 2, 1}).contiguous();
-    }
-    laid = laid.view({blocks_, k_, width_});
+    const at::Tensor wt = w.to(dtype).contiguous();
+    at::Tensor laid = at::empty({blocks_, k_, width_}, wt.options());
+    const scalar_t* src = wt.const_data_ptr<scalar_t>();
+    scalar_t* dst = laid.mutable_data_ptr<scalar_t>();
+    const int64_t K = k_, width = width_, parts = gate_blocks > 0 ? gate_blocks : 1;
+    at::parallel_for(0, blocks_, 1, [&](int64_t j0, int64_t j1) {
+      for (int64_t j = j0; j < j1; ++j) {
+        // gate groups: w rows q·H + j·nb + l -> block j, columns q·nb + l
+        // (H = blocks·nb); plain: rows j·nb + l -> block j, column l
+        for (int64_t q = 0; q < parts; ++q) {
+          transpose_into(src + (q * blocks_ * nb + j * nb) * K, K, dst + j * K * width + q * nb,
+                         width, nb, K);
+        }
+      }
+    });
     if (vnni_) {
       packed_ = at::empty_like(laid);
       for (int64_t j = 0; j < blocks_; ++j) {

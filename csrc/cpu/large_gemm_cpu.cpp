@@ -6,9 +6,10 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <array>
 #include <exception>
+#include <functional>
 #include <limits>
-#include <mutex>
 #include <optional>
 #include <vector>
 
@@ -56,14 +57,18 @@ at::Tensor first_rows(const at::Tensor& t, int64_t rows) {
   return t.stride(0) == 1 && t.size(1) > 1 ? s.t().contiguous().t() : s.contiguous();
 }
 
-bool probe_float() {
+// A small product checked against float64: oneDNN's matmul throws where the
+// CPU lacks what it needs for a type (float16 without AVX512_FP16 or
+// AVX_NE_CONVERT, as on AMD Zen 4) or a build leaves it out.
+bool probe(at::ScalarType dtype) {
   try {
     const auto opts = at::TensorOptions().dtype(at::kFloat);
-    const auto a = at::arange(3 * 40, opts).view({3, 40}).sin();
-    const auto b = at::arange(40 * 24, opts).view({40, 24}).cos();
-    auto c = at::full({3, 24}, std::numeric_limits<float>::quiet_NaN(), opts);
+    const auto a = at::arange(3 * 40, opts).view({3, 40}).sin().to(dtype);
+    const auto b = at::arange(40 * 24, opts).view({40, 24}).cos().to(dtype);
+    auto c = at::full({3, 24}, std::numeric_limits<float>::quiet_NaN(), opts).to(dtype);
     at::native::mkldnn_matmul(a, b, c, 0.f, 1.f);
-    return at::allclose(c, at::mm(a.to(at::kDouble), b.to(at::kDouble)).to(at::kFloat), 1e-5, 1e-5);
+    const double tol = dtype == at::kFloat ? 1e-5 : 2e-2;
+    return at::allclose(c.to(at::kDouble), at::mm(a.to(at::kDouble), b.to(at::kDouble)), tol, tol);
   } catch (const std::exception&) {
     return false;
   }
@@ -72,12 +77,13 @@ bool probe_float() {
 }  // namespace
 
 bool onednn_matmul_usable(at::ScalarType dtype) {
-  if (dtype == at::kBFloat16 || dtype == at::kHalf) return cpu_has_16bit_dot(dtype);
-  if (dtype != at::kFloat) return false;
-  static std::once_flag once;
-  static bool usable = false;
-  std::call_once(once, [] { usable = probe_float(); });
-  return usable;
+  static const std::array<bool, 3> usable{probe(at::kFloat), probe(at::kBFloat16), probe(at::kHalf)};
+  switch (dtype) {
+    case at::kFloat: return usable[0];
+    case at::kBFloat16: return usable[1];
+    case at::kHalf: return usable[2];
+    default: return false;
+  }
 }
 
 void large_mm_out_cpu(at::Tensor& out, const at::Tensor& a, const at::Tensor& b) {
@@ -90,10 +96,9 @@ void large_mm_out_cpu(at::Tensor& out, const at::Tensor& a, const at::Tensor& b)
   // natively where the CPU has dot products for them (their products are
   // exact in float either way).
   std::vector<CpuEngine> engines{CpuEngine::Mkl};
-  if (t != at::kFloat) {
-    engines.insert(onednn_matmul_usable(t) ? engines.begin() : engines.end(), CpuEngine::Onednn);
-  } else if (onednn_matmul_usable(t)) {
-    engines.push_back(CpuEngine::Onednn);
+  if (onednn_matmul_usable(t)) {
+    const bool native = t != at::kFloat && cpu_has_16bit_dot(t);
+    engines.insert(native ? engines.begin() : engines.end(), CpuEngine::Onednn);
   }
   const int64_t M = a.size(0);
   const EngineKey key{EngineUse::LargeGemm, t,
@@ -110,8 +115,14 @@ void large_mm_out_cpu(at::Tensor& out, const at::Tensor& a, const at::Tensor& b)
     const int64_t rows = std::min<int64_t>(M, std::max<int64_t>(256, (int64_t{1} << 29) / per_row));
     auto o = at::empty({rows, out.size(1)}, out.options());
     const auto x = first_rows(a, rows);
-    e = timed_cpu_engine(key, {{CpuEngine::Onednn, [&] { onednn_mm_out(o, x, b); }},
-                               {CpuEngine::Mkl, [&] { mkl_mm_out(o, x, b); }}});
+    // Only the engines that run t here: oneDNN's float16 matmul throws on
+    // CPUs without AVX512_FP16 (AMD Zen 4).
+    std::vector<std::pair<CpuEngine, std::function<void()>>> candidates;
+    for (const auto c : engines) {
+      if (c == CpuEngine::Onednn) candidates.emplace_back(c, [&] { onednn_mm_out(o, x, b); });
+      if (c == CpuEngine::Mkl) candidates.emplace_back(c, [&] { mkl_mm_out(o, x, b); });
+    }
+    e = timed_cpu_engine(key, candidates);
   }
   run(*e, out, a, b);
 }

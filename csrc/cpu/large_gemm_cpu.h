@@ -18,9 +18,8 @@ namespace lstm_fused {
 // double, bfloat16 or float16 (double always on torch.mm).
 void large_mm_out_cpu(at::Tensor& out, const at::Tensor& a, const at::Tensor& b);
 
-// Whether oneDNN's matmul runs `dtype` on this CPU: float where a probe
-// product succeeds (once), the 16-bit types where the CPU has dot products
-// for them.
+// Whether oneDNN's matmul runs `dtype` on this CPU: a probe product per
+// type, once (float16 needs AVX512_FP16 or AVX_NE_CONVERT).
 bool onednn_matmul_usable(at::ScalarType dtype);
 
 }  // namespace lstm_fused

@@ -30,6 +30,7 @@
 #include <type_traits>
 
 #include "fused_step_cpu.h"
+#include "transpose_cpu.h"
 
 #if defined(CPU_CAPABILITY_AVX512)
 #include <immintrin.h>
@@ -91,18 +92,15 @@ class SmallBatchStep {
                                           : at::empty({groups_, H_ / 2, K_, kUnits, 2}, w.options());
 #if defined(CPU_CAPABILITY_AVX512)
     // Both layouts move 32-bit elements (a float, or a bfloat16 pair): per
-    // group and gate, a 16 x C block of W_hh transposed with the vector
-    // transpose (ATen's strided copy of the permuted view took 1.2-1.7 ms
-    // at H = 512 on an AMD EPYC, as long as 15 steps).
+    // group and gate, a 16 x C block of W_hh transposed (transpose_cpu.h).
     const int64_t C = H_ * int64_t(sizeof(scalar_t)) / 4;
     const auto* src = reinterpret_cast<const float*>(w.const_data_ptr<scalar_t>());
     auto* dst = reinterpret_cast<float*>(wp_.mutable_data_ptr<scalar_t>());
     at::parallel_for(0, groups_, 1, [&](int64_t g0, int64_t g1) {
       for (int64_t g = g0; g < g1; ++g)
         for (int64_t q = 0; q < K_; ++q)
-          at::vec::transpose_mxn<float>(src + (q * H_ + g * kUnits) * C, C,
-                                        dst + g * C * K_ * kUnits + q * kUnits, K_ * kUnits,
-                                        kUnits, C);
+          transpose_into(src + (q * H_ + g * kUnits) * C, C,
+                         dst + g * C * K_ * kUnits + q * kUnits, K_ * kUnits, kUnits, C);
     });
 #endif
   }
