@@ -19,6 +19,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 
 #include "engine_cpu.h"
@@ -68,11 +69,19 @@ class StepBarrier {
     // A step's threads arrive within a few µs of each other; later than that,
     // the late one is likely waiting for a core (other processes, concurrent
     // callers), and spinning would keep a core from it: sleep on the word.
-    for (int spins = 0; spins < kSpins; ++spins) {
-      if (generation_.load(std::memory_order_acquire) != generation) return;
+    // The spin is bounded in time, not in PAUSEs (their cost differs between
+    // CPUs): 256 of them, 6.6 µs on an AMD EPYC, let threads sleep and wait
+    // for a wake-up at many steps; 100 µs cut a (32, 256) float step there
+    // from ~143 to ~124 µs (bench/NOTES.md v17).
+    const auto start = std::chrono::steady_clock::now();
+    for (;;) {
+      for (int spins = 0; spins < 16; ++spins) {
+        if (generation_.load(std::memory_order_acquire) != generation) return;
 #if defined(__x86_64__) || defined(__i386__)
-      __builtin_ia32_pause();
+        __builtin_ia32_pause();
 #endif
+      }
+      if (std::chrono::steady_clock::now() - start > kSpinTime) break;
     }
     while (generation_.load(std::memory_order_acquire) == generation) {
       generation_.wait(generation, std::memory_order_acquire);
@@ -80,7 +89,7 @@ class StepBarrier {
   }
 
  private:
-  static constexpr int kSpins = 256;
+  static constexpr std::chrono::microseconds kSpinTime{100};
   alignas(64) std::atomic<int64_t> arrived_{0};
   alignas(64) std::atomic<int32_t> generation_{0};
   int64_t workers_;
