@@ -38,24 +38,34 @@ std::mutex g_mutex;
 std::map<CacheKey, CpuEngine> g_chosen;
 
 // Median over rounds of one step of each candidate, the candidates alternated
-// so that a disturbance hits them alike.
+// so that a disturbance hits them alike. At least 5 rounds, more (up to 25)
+// until the rounds add up to ~4 ms: with 5 rounds of ~100 µs steps, one
+// disturbed round in a noisy VM was enough to pick an engine 15% slower
+// (bench/NOTES.md v17).
 CpuEngine fastest(const std::vector<std::pair<CpuEngine, std::function<void()>>>& candidates) {
-  constexpr int kWarmup = 2, kRounds = 5;
+  constexpr int kWarmup = 2, kMinRounds = 5, kMaxRounds = 25;
+  constexpr double kBudget = 4e-3;
   const size_t n = candidates.size();
   std::vector<std::vector<double>> times(n);
-  for (int r = 0; r < kWarmup + kRounds; ++r) {
+  int rounds = kMinRounds;
+  for (int r = 0; r < kWarmup + rounds; ++r) {
+    double round_s = 0;
     for (size_t i = 0; i < n; ++i) {
       const auto t0 = std::chrono::steady_clock::now();
       candidates[i].second();
       const std::chrono::duration<double> dt = std::chrono::steady_clock::now() - t0;
       if (r >= kWarmup) times[i].push_back(dt.count());
+      round_s += dt.count();
+    }
+    if (r == kWarmup) {
+      rounds = std::clamp(static_cast<int>(kBudget / std::max(round_s, 1e-9)), kMinRounds, kMaxRounds);
     }
   }
   size_t best = 0;
   double best_t = 0;
   for (size_t i = 0; i < n; ++i) {
-    std::nth_element(times[i].begin(), times[i].begin() + kRounds / 2, times[i].end());
-    const double t = times[i][kRounds / 2];
+    std::nth_element(times[i].begin(), times[i].begin() + rounds / 2, times[i].end());
+    const double t = times[i][rounds / 2];
     if (i == 0 || t < best_t) best = i, best_t = t;
   }
   return candidates[best].first;
