@@ -38,11 +38,15 @@ std::mutex g_mutex;
 std::map<CacheKey, CpuEngine> g_chosen;
 
 // Median over rounds of one step of each candidate, the candidates alternated
-// so that a disturbance hits them alike. At least 5 rounds, more (up to 25)
-// until the rounds add up to ~4 ms: with 5 rounds of ~100 µs steps, one
-// disturbed round in a noisy VM was enough to pick an engine 15% slower
-// (bench/NOTES.md v17).
-CpuEngine fastest(const std::vector<std::pair<CpuEngine, std::function<void()>>>& candidates) {
+// so that a disturbance hits them alike. A round runs a candidate `repeats`
+// times back to back and times the last: for the steps of a sequence (3),
+// the first calls bring its weights and operands into the caches, as the
+// previous steps would. Timing single steps, one thread on an AMD EPYC at (100, 8, 512)
+// float chose onednn_linear in 4 of 6 processes, which ran the layer 15%
+// slower than onednn (chosen in 6 of 6 this way; bench/NOTES.md v17). At
+// least 5 rounds, more (up to 25) until the timed calls add up to ~4 ms.
+CpuEngine fastest(const std::vector<std::pair<CpuEngine, std::function<void()>>>& candidates,
+                  int repeats) {
   constexpr int kWarmup = 2, kMinRounds = 5, kMaxRounds = 25;
   constexpr double kBudget = 4e-3;
   const size_t n = candidates.size();
@@ -51,6 +55,7 @@ CpuEngine fastest(const std::vector<std::pair<CpuEngine, std::function<void()>>>
   for (int r = 0; r < kWarmup + rounds; ++r) {
     double round_s = 0;
     for (size_t i = 0; i < n; ++i) {
+      for (int k = 1; k < repeats; ++k) candidates[i].second();
       const auto t0 = std::chrono::steady_clock::now();
       candidates[i].second();
       const std::chrono::duration<double> dt = std::chrono::steady_clock::now() - t0;
@@ -128,9 +133,10 @@ std::optional<CpuEngine> settled_cpu_engine(const EngineKey& key,
 }
 
 CpuEngine timed_cpu_engine(const EngineKey& key,
-                           const std::vector<std::pair<CpuEngine, std::function<void()>>>& candidates) {
+                           const std::vector<std::pair<CpuEngine, std::function<void()>>>& candidates,
+                           int repeats) {
   TORCH_CHECK(!candidates.empty(), "lstm_fused: no CPU engine to time");
-  const CpuEngine e = fastest(candidates);
+  const CpuEngine e = fastest(candidates, std::max(1, repeats));
   std::lock_guard<std::mutex> lock(g_mutex);
   g_chosen[cache_key(key)] = e;
   return e;

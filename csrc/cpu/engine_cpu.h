@@ -86,9 +86,10 @@ struct EngineKey {
 std::optional<CpuEngine> settled_cpu_engine(const EngineKey& key,
                                             const std::vector<CpuEngine>& engines);
 
-// Times one step of each candidate, remembers the fastest for `key` and
-// returns it.
+// Times each candidate (the last of `repeats` calls in a row, alternating
+// between candidates), remembers the fastest for `key` and returns it.
 CpuEngine timed_cpu_engine(const EngineKey& key,
-                           const std::vector<std::pair<CpuEngine, std::function<void()>>>& candidates);
+                           const std::vector<std::pair<CpuEngine, std::function<void()>>>& candidates,
+                           int repeats = 1);
 
 }  // namespace lstm_fused
