@@ -417,3 +417,31 @@ def test_isa_limits_are_named_in_the_header(monkeypatch):
     e = bench_env.collect(lstm_fused)
     assert e["cpu_isa_limits"] == {}
     assert not any(l.startswith("ISA") for l in bench_env.header_lines(e, Machine()))
+
+
+def test_a_rate_measured_low_before_the_cases_is_raised_after_them(monkeypatch):
+    """The floor takes the better of the measurements before and after the cases, and
+    the rows' floor columns follow it; a lower second reading changes nothing."""
+    readings = iter([4.0, 1.0, 8.0])  # seconds of the one engine: slow, fast, slower
+
+    monkeypatch.setattr(machinery, "cpu_engines", lambda x, w: {"only": lambda: "only"})
+    monkeypatch.setattr(machinery, "step_shapes", lambda cases: [])
+    # the copy that measures the bandwidth: instant, so the floor is the GEMM's
+    monkeypatch.setattr(machinery, "_best_cpu_seconds", lambda fn, run_time: next(readings)
+                        if isinstance(fn(), str) else 1e-12)
+    case = Case("cpu", "float32", "inference", 10, 4, 6, 8)
+    m = machinery.measure([case])
+    slow = m.gemm_flops[("cpu", "float32")]
+    row = {"device": "cpu", "dtype": "float32", "mode": "inference", "T": 10, "B": 4, "I": 6, "H": 8,
+           "layers": 1, "bidirectional": False, "proj": 0, "median_us": 1e6,
+           "floor_us": floor.floor_seconds(case, m) * 1e6}
+    before = row["floor_us"]
+    assert machinery.remeasure_cpu_gemm(m, [case]) == ["float32"]
+    assert m.gemm_flops[("cpu", "float32")] == pytest.approx(4 * slow)
+    from lstm_fused.bench.sweep import refloor
+    refloor([row], [case], m)
+    assert row["floor_us"] < before
+    assert row["floor_gemm_gflops"] == pytest.approx(4 * slow / 1e9)
+    assert row["floor_ratio"] == pytest.approx(1e6 / row["floor_us"])
+    assert machinery.remeasure_cpu_gemm(m, [case]) == []  # 8 s: slower, kept the 1 s reading
+    assert m.gemm_flops[("cpu", "float32")] == pytest.approx(4 * slow)

@@ -129,6 +129,22 @@ def _run_case(case, api, baselines, machine, budget_s, n_sets, seed):
     return out
 
 
+def refloor(rows, cases, machine):
+    """Recompute the floor columns of rows from machine's (re-measured) rates."""
+    by_key = {(c.device, c.dtype, c.mode, c.steps, c.B, c.I, c.H, 1 if c.mode == "cell" else c.layers,
+               c.bidirectional, c.proj): c for c in cases}
+    for row in rows:
+        case = by_key.get((row["device"], row["dtype"], row["mode"], row["T"], row["B"], row["I"], row["H"],
+                           row["layers"], row["bidirectional"], row["proj"]))
+        if case is None:
+            continue
+        row["floor_us"] = floor.floor_seconds(case, machine) * 1e6
+        row["floor_gemm_gflops"] = machine.gemm_flops[(case.device, case.dtype)] / 1e9
+        row["floor_gemm_engine"] = machine.gemm_engine.get((case.device, case.dtype))
+        if row["median_us"]:
+            row["floor_ratio"] = row["median_us"] / row["floor_us"]
+
+
 def run(cases, api, baselines, machine, n_sets=3, seed=0, progress=True):
     rows = []
     bar = tqdm(cases, desc="lstm_fused bench", unit="case", disable=not progress, dynamic_ncols=True)
