@@ -235,8 +235,8 @@ def _run(args, suite, cases, api):
                      progress=not args.no_progress)
     for dtype in machinery.remeasure_cpu_gemm(rates, cases):
         key = ("cpu", dtype)
-        print(f"GEMM  cpu {dtype} re-measured after the cases: {rates.gemm_flops[key] / 1e9:,.0f} GFLOP/s "
-              f"by {rates.gemm_engine[key]} sets the floor (the better of the two measurements)")
+        print(f"GEMM  cpu {dtype} {rates.gemm_flops[key] / 1e9:,.0f} GFLOP/s by {rates.gemm_engine[key]} "
+              "sets the floor (re-measured after the cases, above the reading before them)")
     sweep.refloor(rows, cases, rates)
     print()
     for line in table_lines(rows):
