@@ -127,7 +127,7 @@ def test_command_line_module(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "lstm_fused.bench", "--shapes", "quick", "--device", "cpu", "--mode", "cell",
          "--no-progress", "--results-dir", str(tmp_path / "results")],
-        cwd=str(tmp_path), capture_output=True, text=True, timeout=120,
+        cwd=str(tmp_path), capture_output=True, text=True, timeout=600,
         env={**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [REPO, os.environ.get("PYTHONPATH")]))},
     )
     assert proc.returncode == 0, proc.stderr
