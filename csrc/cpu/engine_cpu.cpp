@@ -37,14 +37,15 @@ using CacheKey = std::tuple<int, int, int64_t, int64_t, int64_t, bool, int>;
 std::mutex g_mutex;
 std::map<CacheKey, CpuEngine> g_chosen;
 
-// Median over rounds of one step of each candidate, the candidates alternated
-// so that a disturbance hits them alike. A round runs a candidate `repeats`
-// times back to back and times the last: for the steps of a sequence (3),
-// the first calls bring its weights and operands into the caches, as the
-// previous steps would. Timing single steps, one thread on an AMD EPYC at (100, 8, 512)
-// float chose onednn_linear in 4 of 6 processes, which ran the layer 15%
-// slower than onednn (chosen in 6 of 6 this way; bench/NOTES.md v17). At
-// least 5 rounds, more (up to 25) until the timed calls add up to ~4 ms.
+// Median over rounds of each candidate's timed call, the candidates
+// alternated so that a disturbance hits them alike. A round runs a candidate
+// `repeats` times back to back and times the last: for the steps of a
+// sequence (3), the first calls bring its weights and operands into the
+// caches, as the previous steps would. Timing single steps, one thread on an
+// AMD EPYC at (100, 8, 512) float chose onednn_linear in 4 of 6 processes,
+// which ran the layer 15% slower than onednn (chosen in 6 of 6 this way;
+// bench/NOTES.md v17). At least 5 rounds, more (up to 25) until the timed
+// calls add up to ~4 ms.
 CpuEngine fastest(const std::vector<std::pair<CpuEngine, std::function<void()>>>& candidates,
                   int repeats) {
   constexpr int kWarmup = 2, kMinRounds = 5, kMaxRounds = 25;

@@ -29,6 +29,14 @@ def _free(device):
         torch.cuda.empty_cache()
 
 
+def _floor_columns(case, machine, median_us):
+    """The floor columns of a row of case, from machine's rates (floor_ratio once timed)."""
+    floor_us = floor.floor_seconds(case, machine) * 1e6
+    return {"floor_us": floor_us, "floor_ratio": median_us / floor_us if median_us else None,
+            "floor_gemm_gflops": machine.gemm_flops[(case.device, case.dtype)] / 1e9,
+            "floor_gemm_engine": machine.gemm_engine.get((case.device, case.dtype))}
+
+
 def _row(case, contender, machine):
     return {
         "device": case.device, "dtype": case.dtype, "mode": case.mode,
@@ -41,9 +49,7 @@ def _row(case, contender, machine):
         "us_per_step": None, **{f"speedup_vs_{b}": None for b in BASELINES},
         "gflops": None, "flops": floor.flops(case),
         "bytes": floor.min_bytes(case, machine.element_size[case.dtype]),
-        "peak_mem_mb": None, "floor_us": floor.floor_seconds(case, machine) * 1e6, "floor_ratio": None,
-        "floor_gemm_gflops": machine.gemm_flops[(case.device, case.dtype)] / 1e9,
-        "floor_gemm_engine": machine.gemm_engine.get((case.device, case.dtype)),
+        "peak_mem_mb": None, **_floor_columns(case, machine, None),
         "cpu": machine.cpu, "cpu_isa": isa_text(machine.isa),
     }
 
@@ -136,13 +142,8 @@ def refloor(rows, cases, machine):
     for row in rows:
         case = by_key.get((row["device"], row["dtype"], row["mode"], row["T"], row["B"], row["I"], row["H"],
                            row["layers"], row["bidirectional"], row["proj"]))
-        if case is None:
-            continue
-        row["floor_us"] = floor.floor_seconds(case, machine) * 1e6
-        row["floor_gemm_gflops"] = machine.gemm_flops[(case.device, case.dtype)] / 1e9
-        row["floor_gemm_engine"] = machine.gemm_engine.get((case.device, case.dtype))
-        if row["median_us"]:
-            row["floor_ratio"] = row["median_us"] / row["floor_us"]
+        if case is not None:
+            row.update(_floor_columns(case, machine, row["median_us"]))
 
 
 def run(cases, api, baselines, machine, n_sets=3, seed=0, progress=True):
