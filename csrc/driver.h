@@ -262,9 +262,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> layer_for
   // The input projection of every step in one GEMM; the biases are added by the
   // pointwise pass, which reads the gates anyway.
   at::Tensor gates = buffer<PW>({d.T, d.B, d.G}, opts);
-  auto gflat = gates.view({d.T * d.B, d.G});
-  // Tall enough that GEMM libraries amortise packing the transposed weight.
-  large_mm_out<PW>(gflat, input.reshape({d.T * d.B, d.I}), w_ih.t());
+  auto project = [&] {
+    auto gflat = gates.view({d.T * d.B, d.G});
+    // Tall enough that GEMM libraries amortise packing the transposed weight.
+    large_mm_out<PW>(gflat, input.reshape({d.T * d.B, d.I}), w_ih.t());
+  };
   const auto bias = b_ih.has_value() ? (*b_ih + *b_hh).contiguous() : at::Tensor();
   const auto peep = peephole.has_value() ? peephole->contiguous() : at::Tensor();
   at::Tensor output = packed ? zeros<PW>({d.T, d.B, d.P}, opts) : buffer<PW>({d.T, d.B, d.P}, opts);
@@ -279,6 +281,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> layer_for
   // pointwise pass (and the projection) per step.
   auto unfused = [&](auto& gemm, auto cell) {
     using Cell = decltype(cell);
+    project();
     const at::Tensor w_hr_t = d.proj() ? transposed<PW>(*w_hr) : at::Tensor();
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, input.scalar_type(), "lstm_layer", [&] {
       for (int64_t s = 0; s < d.T; ++s) {
@@ -316,6 +319,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> layer_for
         // recurrence in one parallel region.
         const auto h0c = h0.contiguous();
         at::Tensor starting;  // previous output rows, then h0 rows, when some rows start
+        const bool in_step = step->template input_in_steps<Cell>(w_ih, d.T, d.B, packed);
+        const at::Tensor x = in_step ? input.contiguous() : at::Tensor();
+        if (!in_step) project();
         AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, input.scalar_type(), "lstm_layer_fused", [&] {
           scalar_t* out = output.data_ptr<scalar_t>();
           scalar_t* gt = gates.data_ptr<scalar_t>();
@@ -324,7 +330,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> layer_for
             step->template sequence<Cell, scalar_t>(
                 d.T, d.B, d.H, reverse, h0c.data_ptr<scalar_t>(), gt, ptr_or_null<scalar_t>(bias),
                 c.data_ptr<scalar_t>(), h.data_ptr<scalar_t>(), out, ct, need_grad,
-                ptr_or_null<scalar_t>(peep));
+                ptr_or_null<scalar_t>(peep), in_step ? x.data_ptr<scalar_t>() : nullptr, d.I);
             return;
           }
           const int64_t BH = d.B * d.H, BG = d.B * d.G;

@@ -1,8 +1,9 @@
 """lstm_fused: fused LSTM kernels for PyTorch, a drop-in torch.nn.LSTM / LSTMCell."""
 from ._ops import ops
-from .config import (CPU_ENGINES, cpu_engine_available, cpu_engine_choices, cpu_engine_counts,
-                     cpu_large_gemm_counts, cpu_sequence_counts, get_cpu_engine, get_path, set_cpu_engine, set_path,
-                     use_cpu_engine, use_path)
+from .config import (CPU_ENGINES, CPU_INPUT_PROJECTIONS, cpu_engine_available, cpu_engine_choices,
+                     cpu_engine_counts, cpu_input_projection_counts, cpu_large_gemm_counts, cpu_sequence_counts,
+                     get_cpu_engine, get_cpu_input_projection, get_path, set_cpu_engine, set_cpu_input_projection,
+                     set_path, use_cpu_engine, use_cpu_input_projection, use_path)
 from .convert import convert
 from .errors import LSTMArgumentError
 from .functional import lstm, lstm_cell
@@ -12,7 +13,9 @@ from .record import GateRecord, GateRecorder, record_gates
 __all__ = ["LSTM", "LSTMCell", "lstm", "lstm_cell", "ops", "get_path", "set_path", "use_path",
            "CPU_ENGINES", "get_cpu_engine", "set_cpu_engine", "use_cpu_engine",
            "cpu_engine_available", "cpu_engine_counts", "cpu_engine_choices", "cpu_sequence_counts",
-           "cpu_large_gemm_counts", "LSTMArgumentError",
+           "cpu_large_gemm_counts", "CPU_INPUT_PROJECTIONS", "get_cpu_input_projection",
+           "set_cpu_input_projection", "use_cpu_input_projection", "cpu_input_projection_counts",
+           "LSTMArgumentError",
            "cuda_compiled", "convert", "safe_globals", "empty_cache", "cpu_cache_stats",
            "record_gates", "GateRecorder", "GateRecord"]
 __version__ = "0.1.0"

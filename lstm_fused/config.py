@@ -45,6 +45,22 @@ set_cpu_engine, get_cpu_engine, use_cpu_engine = _setting(
     "CPU engine", CPU_ENGINES, _C_ops._cpu_set_engine, _C_ops._cpu_get_engine)
 
 
+CPU_INPUT_PROJECTIONS = tuple(_C_ops._cpu_input_projection_names())
+set_cpu_input_projection, get_cpu_input_projection, use_cpu_input_projection = _setting(
+    "CPU input projection", CPU_INPUT_PROJECTIONS, _C_ops._cpu_set_input_projection,
+    _C_ops._cpu_get_input_projection)
+set_cpu_input_projection.__doc__ = """Where a fused float layer's input projection runs on
+the CPU: "gemm" (one large GEMM before the recurrence), "step" (inside each
+fused oneDNN step, beside the recurrent product) or "auto" (timed on the
+first calls of each kind; csrc/cpu/input_projection_cpu.h)."""
+
+
+def cpu_input_projection_counts() -> dict:
+    """Calls of fused float CPU layers that could run their input projection
+    in the steps, by where it ran: {"gemm": ..., "step": ...}."""
+    return dict(zip(("gemm", "step"), _C_ops._cpu_input_projection_counts()))
+
+
 def cpu_engine_counts() -> dict:
     """Layer calls (forward steps and backward products counted apart) each
     CPU engine has run in this process."""
@@ -79,8 +95,9 @@ def cpu_engine_available(name: str, dtype: torch.dtype) -> bool:
 
 def cpu_engine_choices() -> list:
     """The choices timed so far in this process, one line each."""
-    return list(_C_ops._cpu_engine_choices())
+    return list(_C_ops._cpu_engine_choices()) + list(_C_ops._cpu_input_projection_choices())
 
 
 set_path(os.environ.get("LSTM_FUSED_PATH", "auto"))
 set_cpu_engine(os.environ.get("LSTM_FUSED_CPU_ENGINE", "auto"))
+set_cpu_input_projection(os.environ.get("LSTM_FUSED_CPU_INPUT_PROJECTION", "auto"))

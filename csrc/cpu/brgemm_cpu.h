@@ -25,6 +25,7 @@
 #include <algorithm>
 
 #include <cstdint>
+#include <optional>
 #include <type_traits>
 
 #include "fused_step_cpu.h"
@@ -224,6 +225,21 @@ class BrgemmFusedStep {
         scratch_(at::empty({at::get_num_threads(), batch, K_ * group_},
                            w_hh.options().dtype(at::kFloat))) {}
 
+  // Whether the steps can compute x_t·W_ihᵀ too (FusedStepArgs::x), for
+  // w_ih (KH, I); attach_input lays its blocks out, after which steps given
+  // x do. The product of x_t goes first into the float block that h_{t-1}'s
+  // then accumulates to, where the gates buffer held it before.
+  bool can_attach_input(const at::Tensor& w_ih) const {
+    return w_ih.dim() == 2 && w_ih.size(0) == K_ * H_ && w_ih.size(1) > 0 &&
+           brgemm_usable(w_ih.scalar_type(), K_ * H_, w_ih.size(1));
+  }
+  bool input_attached() const { return ih_.has_value(); }
+  void attach_input(const at::Tensor& w_ih) {
+    TORCH_CHECK(can_attach_input(w_ih), "lstm_fused: the fused oneDNN step cannot take this W_ih");
+    I_ = w_ih.size(1);
+    ih_.emplace(w_ih, nb_, K_, brgemm_support(w_ih.scalar_type()).vnni);
+  }
+
   // The fused step engine interface of fused_step_cpu.h; a part is a group.
   int64_t parts() const { return H_ / group_; }
   int64_t grain(int64_t n) const { return std::max<int64_t>(1, blocks_.grain(n) / (group_ / nb_)); }
@@ -256,13 +272,16 @@ class BrgemmFusedStep {
     for (int64_t j = j0; j < j1; ++j) {
       // block k of the group: its K gates × nb units at columns k·K·nb of s
       for (int64_t k = 0; k < subs; ++k) {
-        blocks_.run(j * subs + k, n, a.h_prev, H, s + k * K * nb, w, false);
+        if (a.x) ih_->run(j * subs + k, n, a.x, I_, s + k * K * nb, w, false);
+        blocks_.run(j * subs + k, n, a.h_prev, H, s + k * K * nb, w, a.x != nullptr);
       }
       const int64_t u0 = j * group_;
       for (int64_t r = 0; r < n; ++r) {
         if (r + 1 < n) {
           for (int64_t l = 0; l < group_; l += kLine) {
-            for (int q = 0; q < K; ++q) __builtin_prefetch(gates + (r + 1) * G + q * H + u0 + l);
+            if (!a.x) {
+              for (int q = 0; q < K; ++q) __builtin_prefetch(gates + (r + 1) * G + q * H + u0 + l);
+            }
             __builtin_prefetch(c + (r + 1) * H + u0 + l);
           }
         }
@@ -272,7 +291,8 @@ class BrgemmFusedStep {
           scalar_t* g = gates + r * G + u;
           V pre[K];
           for (int q = 0; q < K; ++q) {
-            pre[q] = V::loadu(sv + q * nb) + Activations::vload(g + q * H);
+            pre[q] = V::loadu(sv + q * nb);
+            if (!a.x) pre[q] = pre[q] + Activations::vload(g + q * H);
             if (a.bias) pre[q] = pre[q] + Activations::vload(a.bias + q * H + u);
           }
           Activations::template cell_update<Cell>(
@@ -285,8 +305,9 @@ class BrgemmFusedStep {
   }
 
  private:
-  int64_t H_, K_, group_, nb_, batch_;
+  int64_t H_, K_, group_, nb_, batch_, I_ = 0;
   BrgemmBlocks<scalar_t> blocks_;
+  std::optional<BrgemmBlocks<scalar_t>> ih_;  // W_ih's blocks, once attached
   at::Tensor scratch_;
 };
 

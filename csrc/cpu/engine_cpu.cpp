@@ -3,6 +3,7 @@
 #include "engine_cpu.h"
 
 #include "brgemm_cpu.h"
+#include "input_projection_cpu.h"
 #include "onednn_linear_cpu.h"
 #include "packed_gemm_cpu.h"
 #include "small_batch_cpu.h"
@@ -37,28 +38,30 @@ using CacheKey = std::tuple<int, int, int64_t, int64_t, int64_t, bool, int>;
 std::mutex g_mutex;
 std::map<CacheKey, CpuEngine> g_chosen;
 
-// Median over rounds of each candidate's timed call, the candidates
-// alternated so that a disturbance hits them alike. A round runs a candidate
-// `repeats` times back to back and times the last: for the steps of a
-// sequence (3), the first calls bring its weights and operands into the
-// caches, as the previous steps would. Timing single steps, one thread on an
-// AMD EPYC at (100, 8, 512) float chose onednn_linear in 4 of 6 processes,
-// which ran the layer 15% slower than onednn (chosen in 6 of 6 this way;
-// bench/NOTES.md v17). At least 5 rounds, more (up to 25) until the timed
-// calls add up to ~4 ms.
-CpuEngine fastest(const std::vector<std::pair<CpuEngine, std::function<void()>>>& candidates,
-                  int repeats) {
-  constexpr int kWarmup = 2, kMinRounds = 5, kMaxRounds = 25;
+}  // namespace
+
+// Median over rounds of each run's timed call, the runs alternated so that
+// a disturbance hits them alike. A round runs a run `repeats` times back to
+// back and times the last: for the steps of a sequence (3), the first calls
+// bring its weights and operands into the caches, as the previous steps
+// would. Timing single steps, one thread on an AMD EPYC at (100, 8, 512)
+// float chose onednn_linear in 4 of 6 processes, which ran the layer 15%
+// slower than onednn (chosen in 6 of 6 this way; bench/NOTES.md v17). At
+// least 5 rounds (after 2 untimed), more (up to 25) until the timed calls
+// add up to ~4 ms.
+std::vector<double> median_seconds(const std::vector<TimedRun>& runs, int warmup, int min_rounds) {
+  constexpr int kMaxRounds = 25;
   constexpr double kBudget = 4e-3;
-  const size_t n = candidates.size();
+  const int kWarmup = warmup, kMinRounds = min_rounds;
+  const size_t n = runs.size();
   std::vector<std::vector<double>> times(n);
   int rounds = kMinRounds;
   for (int r = 0; r < kWarmup + rounds; ++r) {
     double round_s = 0;
     for (size_t i = 0; i < n; ++i) {
-      for (int k = 1; k < repeats; ++k) candidates[i].second();
+      for (int k = 1; k < runs[i].repeats; ++k) runs[i].fn();
       const auto t0 = std::chrono::steady_clock::now();
-      candidates[i].second();
+      runs[i].fn();
       const std::chrono::duration<double> dt = std::chrono::steady_clock::now() - t0;
       if (r >= kWarmup) times[i].push_back(dt.count());
       round_s += dt.count();
@@ -67,14 +70,22 @@ CpuEngine fastest(const std::vector<std::pair<CpuEngine, std::function<void()>>>
       rounds = std::clamp(static_cast<int>(kBudget / std::max(round_s, 1e-9)), kMinRounds, kMaxRounds);
     }
   }
-  size_t best = 0;
-  double best_t = 0;
+  std::vector<double> out(n);
   for (size_t i = 0; i < n; ++i) {
     std::nth_element(times[i].begin(), times[i].begin() + rounds / 2, times[i].end());
-    const double t = times[i][rounds / 2];
-    if (i == 0 || t < best_t) best = i, best_t = t;
+    out[i] = times[i][rounds / 2];
   }
-  return candidates[best].first;
+  return out;
+}
+
+namespace {
+
+CpuEngine fastest(const std::vector<std::pair<CpuEngine, std::function<void()>>>& candidates,
+                  int repeats) {
+  std::vector<TimedRun> runs;
+  for (const auto& c : candidates) runs.push_back({c.second, repeats});
+  const auto t = median_seconds(runs);
+  return candidates[std::min_element(t.begin(), t.end()) - t.begin()].first;
 }
 
 bool cpu_flag(const char* name) {
@@ -171,8 +182,11 @@ std::vector<std::string> cpu_engine_choices() {
 }
 
 void clear_cpu_engine_choices() {
-  std::lock_guard<std::mutex> lock(g_mutex);
-  g_chosen.clear();
+  {
+    std::lock_guard<std::mutex> lock(g_mutex);
+    g_chosen.clear();
+  }
+  clear_input_projection_choices();
 }
 
 // Whether `engine` can run layers of `dtype` on this CPU and build (shapes

@@ -86,6 +86,17 @@ struct EngineKey {
 std::optional<CpuEngine> settled_cpu_engine(const EngineKey& key,
                                             const std::vector<CpuEngine>& engines);
 
+// A call to time, and how many times a round runs it (the last one timed).
+struct TimedRun {
+  std::function<void()> fn;
+  int repeats = 1;
+};
+// The median time of each run's timed call over alternating rounds: after
+// `warmup` untimed ones, at least `min_rounds`, more (up to 25) while they
+// add up to less than ~4 ms.
+std::vector<double> median_seconds(const std::vector<TimedRun>& runs, int warmup = 2,
+                                   int min_rounds = 5);
+
 // Times each candidate (the last of `repeats` calls in a row, alternating
 // between candidates), remembers the fastest for `key` and returns it.
 CpuEngine timed_cpu_engine(const EngineKey& key,

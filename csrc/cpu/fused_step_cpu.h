@@ -35,6 +35,8 @@ namespace lstm_fused {
 //   h_copy   (n, H)   second destination of h_t; may be null
 //   c_copy   (n, H)   second destination of c_t; may be null
 //   peep     (rows, H) Cell's peephole weights; null without
+//   x        (n, I)   x_t, for an engine that computes x_t·W_ihᵀ itself
+//                     (attach_input); gates is then out only. Null: gates holds it.
 template <typename scalar_t>
 struct FusedStepArgs {
   const scalar_t* h_prev;
@@ -46,6 +48,7 @@ struct FusedStepArgs {
   scalar_t* c_copy;
   bool keep_gates;
   const scalar_t* peep;
+  const scalar_t* x = nullptr;
 };
 
 // Counts shares of the workers rather than threads: every share of [0,
@@ -128,11 +131,15 @@ void run_in_one_region(int64_t parts, int64_t grain, Worker&& worker) {
 //   h      (n, H)      out: h_T
 //   out    (T, n, H)   h_t of every step
 //   cells  (T, n, H)   c_t of every step; may be null
+//   x      (T, n, I)   the input, for an engine with an attached W_ih
+//                      (FusedStepArgs::x); null: gates holds x_t·W_ihᵀ
+// counted: in cpu_sequence_counts when in one region (not when only timed).
 template <class Cell, typename scalar_t, class Engine>
 void fused_sequence(const Engine& f, int64_t T, int64_t n, int64_t H, bool reverse,
                     const scalar_t* h0, scalar_t* gates, const scalar_t* bias, scalar_t* c,
                     scalar_t* h, scalar_t* out, scalar_t* cells, bool keep_gates,
-                    const scalar_t* peep) {
+                    const scalar_t* peep, const scalar_t* x = nullptr, int64_t I = 0,
+                    bool counted = true) {
   f.template check<Cell>();
   if (T == 0 || n == 0) return;
   const int64_t G = Cell::kGates * H, nH = n * H;
@@ -141,13 +148,14 @@ void fused_sequence(const Engine& f, int64_t T, int64_t n, int64_t H, bool rever
     // h_t goes to out, which the next step reads; h (h_T) only at the last step
     return FusedStepArgs<scalar_t>{s == 0 ? h0 : out + tp * nH, gates + t * n * G, bias, c,
                                    out + t * nH, s + 1 == T ? h : nullptr,
-                                   cells ? cells + t * nH : nullptr, keep_gates, peep};
+                                   cells ? cells + t * nH : nullptr, keep_gates, peep,
+                                   x ? x + t * n * I : nullptr};
   };
   if (!one_region_allowed()) {
     for (int64_t s = 0; s < T; ++s) f.template step<Cell>(n, args(s));
     return;
   }
-  count_cpu_sequence(/*backward=*/false);
+  if (counted) count_cpu_sequence(/*backward=*/false);
   run_in_one_region(f.parts(), f.grain(n), [&](int64_t p0, int64_t p1, auto&& sync) {
     for (int64_t s = 0; s < T; ++s) {
       f.template run_parts<Cell>(n, args(s), p0, p1);

@@ -40,8 +40,8 @@ void mkl_mm_out(at::Tensor& out, const at::Tensor& a, const at::Tensor& b) {
   }
 }
 
-void run(CpuEngine e, at::Tensor& out, const at::Tensor& a, const at::Tensor& b) {
-  count_cpu_large_gemm(e);
+void run(CpuEngine e, at::Tensor& out, const at::Tensor& a, const at::Tensor& b, bool counted) {
+  if (counted) count_cpu_large_gemm(e);
   if (e == CpuEngine::Onednn) {
     onednn_mm_out(out, a, b);
   } else {
@@ -86,7 +86,7 @@ bool onednn_matmul_usable(at::ScalarType dtype) {
   }
 }
 
-void large_mm_out_cpu(at::Tensor& out, const at::Tensor& a, const at::Tensor& b) {
+void large_mm_out_cpu(at::Tensor& out, const at::Tensor& a, const at::Tensor& b, bool counted) {
   const auto t = out.scalar_type();
   if (t == at::kDouble) {
     at::mm_out(out, a, b);
@@ -124,7 +124,7 @@ void large_mm_out_cpu(at::Tensor& out, const at::Tensor& a, const at::Tensor& b)
     }
     e = timed_cpu_engine(key, candidates);
   }
-  run(*e, out, a, b);
+  run(*e, out, a, b, counted);
 }
 
 TORCH_LIBRARY_FRAGMENT(lstm_fused, m) {

@@ -15,8 +15,10 @@
 namespace lstm_fused {
 
 // out (M, N) = a (M, K) · b (K, N); out dense, a and b any strides; float,
-// double, bfloat16 or float16 (double always on torch.mm).
-void large_mm_out_cpu(at::Tensor& out, const at::Tensor& a, const at::Tensor& b);
+// bfloat16 or float16 on the chosen library, or double (always on torch.mm).
+// counted: in cpu_large_gemm_counts (not when only timed).
+void large_mm_out_cpu(at::Tensor& out, const at::Tensor& a, const at::Tensor& b,
+                      bool counted = true);
 
 // Whether oneDNN's matmul runs `dtype` on this CPU: a probe product per
 // type, once (float16 needs AVX512_FP16 or AVX_NE_CONVERT).

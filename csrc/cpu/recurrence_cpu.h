@@ -20,6 +20,8 @@
 #include "brgemm_cpu.h"
 #include "engine_cpu.h"
 #include "fused_backward_cpu.h"
+#include "large_gemm_cpu.h"
+#include "input_projection_cpu.h"
 #include "library_gemm_cpu.h"
 #include "onednn_linear_cpu.h"
 #include "packed_gemm_cpu.h"
@@ -237,6 +239,55 @@ class CpuForwardStep {
 
   CpuEngine engine() const { return engine_; }
   bool fused() const { return !gemm_; }
+
+  // Where this call's input projection runs (input_projection_cpu.h); true:
+  // in the fused steps, which then take x (sequence()). w_ih (KH, I); T, B:
+  // the call's; packed: it has lengths.
+  template <class Cell>
+  bool input_in_steps(const at::Tensor& w_ih, int64_t T, int64_t B, bool packed) {
+    auto* f = std::get_if<BrgemmFusedStep<Act, float>>(&fused_);
+    if (packed || !f || !f->can_attach_input(w_ih)) return false;
+    const int64_t G = w_ih.size(0), I = w_ih.size(1), H = G / Cell::kGates;
+    auto where = settled_input_projection(B, I, G);
+    if (!where) {
+      // Both ways over S steps of a sequence as the call runs them: a step
+      // timed alone reads its gates from the cache, where a sequence's come
+      // from the projection written before the loop. The GEMM takes 256
+      // rows where that is at most 2^29 multiply-adds each way (~5 ms);
+      // S at most T and 32.
+      f->attach_input(w_ih);
+      const int64_t per_step = std::max<int64_t>(1, B * G * (I + H));
+      const int64_t S = std::clamp<int64_t>(
+          std::min<int64_t>((256 + B - 1) / B, (int64_t{1} << 29) / per_step), 1,
+          std::min<int64_t>(T, 32));
+      const auto opts = w_ih.options();
+      const auto h0 = timing_operand({B, H}, opts), xs = timing_operand({S, B, I}, opts),
+                 c = timing_operand({B, H}, opts);
+      auto gates = at::empty({S, B, G}, opts), h = at::empty({B, H}, opts),
+           out = at::empty({S, B, H}, opts);
+      const at::Tensor peep = Cell::kPeephole ? timing_operand({Cell::kPeepRows, H}, opts) : at::Tensor();
+      const float* pp = peep.defined() ? peep.data_ptr<float>() : nullptr;
+      auto sequence = [&](const float* x) {
+        fused_sequence<Cell, float>(*f, S, B, H, false, h0.data_ptr<float>(), gates.data_ptr<float>(),
+                             nullptr, c.data_ptr<float>(), h.data_ptr<float>(),
+                             out.data_ptr<float>(), nullptr, false, pp, x, I, /*counted=*/false);
+      };
+      auto gflat = gates.view({S * B, G});
+      const auto xflat = xs.view({S * B, I}), wt = w_ih.t();
+      where = timed_input_projection(
+          B, I, G,
+          [&] {
+            large_mm_out_cpu(gflat, xflat, wt, /*counted=*/false);
+            sequence(nullptr);
+          },
+          [&] { sequence(xs.data_ptr<float>()); });
+    }
+    const bool in_step = *where == InputProjection::Step;
+    if (in_step && !f->input_attached()) f->attach_input(w_ih);
+    count_input_projection(in_step);
+    return in_step;
+  }
+
   CpuStepGemm& gemm() { return *gemm_; }
 
   // A fused step (fused() only); arguments as FusedStepArgs.
@@ -253,10 +304,11 @@ class CpuForwardStep {
   template <class Cell, typename scalar_t>
   void sequence(int64_t T, int64_t n, int64_t H, bool reverse, const scalar_t* h0,
                 scalar_t* gates, const scalar_t* bias, scalar_t* c, scalar_t* h, scalar_t* out,
-                scalar_t* cells, bool keep_gates, const scalar_t* peep) const {
+                scalar_t* cells, bool keep_gates, const scalar_t* peep,
+                const scalar_t* x = nullptr, int64_t I = 0) const {
     with_fused<scalar_t>([&](const auto& f) {
       fused_sequence<Cell>(f, T, n, H, reverse, h0, gates, bias, c, h, out, cells, keep_gates,
-                           peep);
+                           peep, x, I);
     });
   }
 

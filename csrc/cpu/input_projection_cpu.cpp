@@ -1,0 +1,89 @@
+// The choice of input_projection_cpu.h and its counters. Exposed to Python as
+// torch.ops.lstm_fused._cpu_*input_projection*.
+#include "input_projection_cpu.h"
+
+#include "engine_cpu.h"
+
+#include <ATen/Context.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <atomic>
+#include <map>
+#include <mutex>
+#include <tuple>
+
+namespace lstm_fused {
+namespace {
+
+std::atomic<int> g_pinned{static_cast<int>(InputProjection::Auto)};
+std::array<std::atomic<int64_t>, 2> g_counts{};  // gemm, step
+
+using Key = std::tuple<int64_t, int64_t, int64_t, int>;  // B, I, G, threads
+std::mutex g_mutex;
+std::map<Key, InputProjection> g_chosen;
+
+Key key(int64_t B, int64_t I, int64_t G) { return {B, I, G, at::get_num_threads()}; }
+
+}  // namespace
+
+std::optional<InputProjection> settled_input_projection(int64_t B, int64_t I, int64_t G) {
+  const auto pinned = static_cast<InputProjection>(g_pinned.load(std::memory_order_relaxed));
+  if (pinned != InputProjection::Auto) return pinned;
+  if (at::globalContext().deterministicAlgorithms()) return InputProjection::Gemm;
+  std::lock_guard<std::mutex> lock(g_mutex);
+  const auto it = g_chosen.find(key(B, I, G));
+  if (it != g_chosen.end()) return it->second;
+  return std::nullopt;
+}
+
+InputProjection timed_input_projection(int64_t B, int64_t I, int64_t G,
+                                       const std::function<void()>& gemm,
+                                       const std::function<void()>& step) {
+  // each run is a few ms: one untimed round, then three
+  const auto t = median_seconds({{gemm, 1}, {step, 1}}, /*warmup=*/1, /*min_rounds=*/3);
+  const auto where = t[1] < t[0] ? InputProjection::Step : InputProjection::Gemm;
+  std::lock_guard<std::mutex> lock(g_mutex);
+  g_chosen[key(B, I, G)] = where;
+  return where;
+}
+
+void count_input_projection(bool in_step) {
+  g_counts[in_step].fetch_add(1, std::memory_order_relaxed);
+}
+
+std::vector<std::string> input_projection_choices() {
+  std::lock_guard<std::mutex> lock(g_mutex);
+  std::vector<std::string> out;
+  for (const auto& [k, where] : g_chosen) {
+    const auto& [B, I, G, threads] = k;
+    out.push_back("input projection Float B=" + std::to_string(B) + " I=" + std::to_string(I) +
+                  " G=" + std::to_string(G) + " threads=" + std::to_string(threads) + " -> " +
+                  kInputProjectionNames[static_cast<int>(where)]);
+  }
+  return out;
+}
+
+void clear_input_projection_choices() {
+  std::lock_guard<std::mutex> lock(g_mutex);
+  g_chosen.clear();
+}
+
+TORCH_LIBRARY_FRAGMENT(lstm_fused, m) {
+  m.def("_cpu_input_projection_names() -> str[]", [] {
+    return std::vector<std::string>(kInputProjectionNames.begin(), kInputProjectionNames.end());
+  });
+  m.def("_cpu_get_input_projection() -> int",
+        [] { return static_cast<int64_t>(g_pinned.load(std::memory_order_relaxed)); });
+  m.def("_cpu_set_input_projection(int where) -> ()", [](int64_t w) {
+    TORCH_CHECK(w >= 0 && w < static_cast<int64_t>(InputProjection::kCount),
+                "lstm_fused: input projection code out of range");
+    g_pinned.store(static_cast<int>(w), std::memory_order_relaxed);
+  });
+  m.def("_cpu_input_projection_counts() -> int[]", [] {
+    return std::vector<int64_t>{g_counts[0].load(), g_counts[1].load()};
+  });
+  m.def("_cpu_input_projection_choices() -> str[]", &input_projection_choices);
+}
+
+}  // namespace lstm_fused

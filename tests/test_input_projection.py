@@ -1,0 +1,115 @@
+"""A fused float CPU layer's input projection run inside its steps
+(csrc/cpu/input_projection_cpu.h), forced each way and chosen: against
+torch.nn.LSTM and a float64 run of it, with the counters showing where the
+projection ran. Buffers are poisoned (conftest), so a step that read the
+gates buffer it no longer fills would fail."""
+import pytest
+import torch
+
+import lstm_fused
+from conftest import assert_close_to_reference, make_pair
+from test_small_batch import NAMES, outputs_and_grads
+
+
+def in_steps_since(before):
+    now = lstm_fused.cpu_input_projection_counts()
+    return {k: now[k] - before[k] for k in now}
+
+
+@pytest.fixture
+def onednn():
+    if not lstm_fused.cpu_engine_available("onednn", torch.float32):
+        pytest.skip("the onednn engine does not run float32 on this CPU")
+    with lstm_fused.use_cpu_engine("onednn"):
+        yield
+
+
+@pytest.mark.parametrize("where", ["gemm", "step"])
+@pytest.mark.parametrize("grad", [False, True], ids=["inference", "grad"])
+@pytest.mark.parametrize(
+    "I,H,kw", [(24, 64, dict()), (40, 48, dict(bidirectional=True, num_layers=2)), (7, 32, dict())],
+    ids=["plain", "bidir-2layer", "odd-input"])
+def test_forced(onednn, where, grad, I, H, kw):
+    D, L = 2 if kw.get("bidirectional") else 1, kw.get("num_layers", 1)
+    ref, ours, ref64 = make_pair(torch.float32, input_size=I, hidden_size=H, **kw)
+    x = torch.randn(12, 8, I, dtype=torch.float64)  # 96 rows: prepared weights
+    hx = (torch.randn(D * L, 8, H, dtype=torch.float64), torch.randn(D * L, 8, H, dtype=torch.float64))
+    before, large_before = lstm_fused.cpu_input_projection_counts(), lstm_fused.cpu_large_gemm_counts()
+    with lstm_fused.use_cpu_input_projection(where):
+        got = outputs_and_grads(ours, x, hx, grad, torch.float32)
+    assert in_steps_since(before) == {"gemm": D * L * (where == "gemm"), "step": D * L * (where == "step")}
+    # the projection's large GEMM runs only when it is not in the steps
+    large = sum(lstm_fused.cpu_large_gemm_counts().values()) - sum(large_before.values())
+    assert large == (4 if grad else 1) * D * L - D * L * (where == "step")
+    theirs = outputs_and_grads(ref, x, hx, grad, torch.float32)
+    want = outputs_and_grads(ref64, x, hx, grad, torch.float64)
+    names = NAMES + [n for n, _ in ours.named_parameters()] if grad else NAMES[:3]
+    for name, a, b, r in zip(names, got, theirs, want):
+        assert_close_to_reference(a, b, r, torch.float32, name)
+
+
+@pytest.mark.parametrize("kw", [dict(variant="cifg"), dict(variant="no_input_gate", peephole=True),
+                                dict(peephole=True)], ids=["cifg", "no_input_gate-peephole", "peephole"])
+def test_cell_variants_agree_both_ways(onednn, kw):
+    """Cells without torch.nn twins: the projection in the steps against the
+    GEMM before them (each checked against float64 in test_variants.py)."""
+    ours = lstm_fused.LSTM(20, 32, **kw)
+    x = torch.randn(10, 6, 20)
+    outs = {}
+    for where in ("gemm", "step"):
+        before = lstm_fused.cpu_input_projection_counts()
+        with lstm_fused.use_cpu_input_projection(where):
+            out, (h, c) = ours(x)
+            out.sum().backward()
+        assert in_steps_since(before)[where] == 1
+        outs[where] = [out, h, c] + [p.grad.clone() for p in ours.parameters()]
+        ours.zero_grad()
+    for a, b in zip(outs["gemm"], outs["step"]):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_auto_is_timed_once_and_kept(onednn):
+    torch.ops.lstm_fused._cpu_clear_engine_choices()
+    ours = lstm_fused.LSTM(16, 48)
+    x = torch.randn(10, 7, 16)
+    with torch.no_grad():
+        first, _ = ours(x)
+        choices = [c for c in lstm_fused.cpu_engine_choices() if c.startswith("input projection")]
+        second, _ = ours(x)
+    assert len(choices) == 1 and "B=7 I=16 G=192" in choices[0], choices
+    assert choices[0].endswith(("-> gemm", "-> step"))
+    assert [c for c in lstm_fused.cpu_engine_choices() if c.startswith("input projection")] == choices
+    assert torch.equal(first, second)
+
+
+def test_deterministic_algorithms_keep_the_gemm(onednn):
+    torch.ops.lstm_fused._cpu_clear_engine_choices()
+    ours = lstm_fused.LSTM(16, 48)
+    before = lstm_fused.cpu_input_projection_counts()
+    torch.use_deterministic_algorithms(True)
+    try:
+        with torch.no_grad():
+            ours(torch.randn(10, 7, 16))
+    finally:
+        torch.use_deterministic_algorithms(False)
+    assert in_steps_since(before) == {"gemm": 1, "step": 0}
+    assert not [c for c in lstm_fused.cpu_engine_choices() if c.startswith("input projection")]
+
+
+def test_packed_and_16bit_layers_keep_the_gemm(onednn):
+    before = lstm_fused.cpu_input_projection_counts()
+    with lstm_fused.use_cpu_input_projection("step"):
+        ours = lstm_fused.LSTM(16, 32)
+        x = torch.randn(9, 4, 16)
+        with torch.no_grad():
+            packed = torch.nn.utils.rnn.pack_padded_sequence(x, [9, 7, 3, 1])
+            ours(packed)
+            if lstm_fused.cpu_engine_available("onednn", torch.bfloat16):
+                ours.to(torch.bfloat16)(x.to(torch.bfloat16))
+    assert in_steps_since(before) == {"gemm": 0, "step": 0}
+
+
+def test_set_cpu_input_projection_rejects_unknown_names():
+    with pytest.raises(ValueError, match="CPU input projection must be one of"):
+        lstm_fused.set_cpu_input_projection("fused")
+    assert lstm_fused.get_cpu_input_projection() == "auto"
