@@ -259,10 +259,17 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> layer_for
   const auto opts = input.options();
   const bool packed = lengths.has_value();
 
-  // The input projection of every step in one GEMM; the biases are added by the
-  // pointwise pass, which reads the gates anyway.
-  at::Tensor gates = buffer<PW>({d.T, d.B, d.G}, opts);
+  // gates (T, B, G): x_t·W_ihᵀ, then the activated gates when need_grad; not
+  // allocated for an inference whose fused steps compute the projection
+  // (CPU, input_projection_cpu.h). project(): the input projection of every
+  // step in one GEMM; the biases are added by the pointwise pass, which reads
+  // the gates anyway.
+  at::Tensor gates;
+  auto gates_buffer = [&] {
+    if (!gates.defined()) gates = buffer<PW>({d.T, d.B, d.G}, opts);
+  };
   auto project = [&] {
+    gates_buffer();
     auto gflat = gates.view({d.T * d.B, d.G});
     // Tall enough that GEMM libraries amortise packing the transposed weight.
     large_mm_out<PW>(gflat, input.reshape({d.T * d.B, d.I}), w_ih.t());
@@ -321,10 +328,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> layer_for
         at::Tensor starting;  // previous output rows, then h0 rows, when some rows start
         const bool in_step = step->template input_in_steps<Cell>(w_ih, d.T, d.B, packed);
         const at::Tensor x = in_step ? input.contiguous() : at::Tensor();
-        if (!in_step) project();
+        if (!in_step) {
+          project();
+        } else if (need_grad) {
+          gates_buffer();
+        }
         AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, input.scalar_type(), "lstm_layer_fused", [&] {
           scalar_t* out = output.data_ptr<scalar_t>();
-          scalar_t* gt = gates.data_ptr<scalar_t>();
+          scalar_t* gt = ptr_or_null<scalar_t>(gates);
           scalar_t* ct = need_grad ? cells.data_ptr<scalar_t>() : nullptr;
           if (!packed) {
             step->template sequence<Cell, scalar_t>(

@@ -113,3 +113,22 @@ def test_set_cpu_input_projection_rejects_unknown_names():
     with pytest.raises(ValueError, match="CPU input projection must be one of"):
         lstm_fused.set_cpu_input_projection("fused")
     assert lstm_fused.get_cpu_input_projection() == "auto"
+
+
+def test_inference_in_steps_takes_no_gates_buffer(onednn):
+    """The (T, B, 4H) gates buffer, the largest of an inference call, is
+    taken from the host cache only when the projection runs as a GEMM."""
+    ours = lstm_fused.LSTM(256, 256)
+    x = torch.randn(100, 8, 256)
+
+    def buffers_taken(where):
+        lstm_fused.empty_cache()
+        s = lstm_fused.cpu_cache_stats()
+        with torch.no_grad(), lstm_fused.use_cpu_input_projection(where):
+            ours(x)
+        t = lstm_fused.cpu_cache_stats()
+        return t["hits"] + t["misses"] - s["hits"] - s["misses"], t["cached_bytes"]
+
+    taken, cached = buffers_taken("gemm")
+    assert taken == 1 and cached >= 100 * 8 * 4 * 256 * 4
+    assert buffers_taken("step") == (0, 0)

@@ -288,7 +288,7 @@ class BrgemmFusedStep {
         for (int64_t v = 0; v < group_; v += V::size()) {
           const int64_t u = u0 + v, off = r * H + u;
           const float* sv = s + r * w + (v / nb) * K * nb + v % nb;
-          scalar_t* g = gates + r * G + u;
+          scalar_t* g = gates ? gates + r * G + u : nullptr;
           V pre[K];
           for (int q = 0; q < K; ++q) {
             pre[q] = V::loadu(sv + q * nb);

@@ -36,7 +36,8 @@ namespace lstm_fused {
 //   c_copy   (n, H)   second destination of c_t; may be null
 //   peep     (rows, H) Cell's peephole weights; null without
 //   x        (n, I)   x_t, for an engine that computes x_t·W_ihᵀ itself
-//                     (attach_input); gates is then out only. Null: gates holds it.
+//                     (attach_input); gates is then out only (null when not
+//                     keep_gates). Null: gates holds x_t·W_ihᵀ.
 template <typename scalar_t>
 struct FusedStepArgs {
   const scalar_t* h_prev;
@@ -126,7 +127,8 @@ void run_in_one_region(int64_t parts, int64_t grain, Worker&& worker) {
 // time t = s (t = T-1-s when reverse); each worker keeps the same parts (and
 // so its slice of W_hh in its cache) for the whole sequence.
 //   h0     (n, H)      h_{-1}
-//   gates  (T, n, KH)  as FusedStepArgs::gates, per step
+//   gates  (T, n, KH)  as FusedStepArgs::gates, per step (null: given x and
+//                      not keep_gates)
 //   c      (n, H)      in: c0; out: c_T
 //   h      (n, H)      out: h_T
 //   out    (T, n, H)   h_t of every step
@@ -146,7 +148,7 @@ void fused_sequence(const Engine& f, int64_t T, int64_t n, int64_t H, bool rever
   auto args = [&](int64_t s) {
     const int64_t t = reverse ? T - 1 - s : s, tp = reverse ? t + 1 : t - 1;
     // h_t goes to out, which the next step reads; h (h_T) only at the last step
-    return FusedStepArgs<scalar_t>{s == 0 ? h0 : out + tp * nH, gates + t * n * G, bias, c,
+    return FusedStepArgs<scalar_t>{s == 0 ? h0 : out + tp * nH, gates ? gates + t * n * G : nullptr, bias, c,
                                    out + t * nH, s + 1 == T ? h : nullptr,
                                    cells ? cells + t * nH : nullptr, keep_gates, peep,
                                    x ? x + t * n * I : nullptr};
