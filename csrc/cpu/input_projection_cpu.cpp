@@ -38,11 +38,12 @@ std::optional<InputProjection> settled_input_projection(int64_t B, int64_t I, in
 }
 
 InputProjection timed_input_projection(int64_t B, int64_t I, int64_t G,
-                                       const std::function<void()>& gemm,
+                                       const std::function<void()>& gemm, double share,
+                                       const std::function<void()>& plain,
                                        const std::function<void()>& step) {
   // each run is a few ms: one untimed round, then three
-  const auto t = median_seconds({{gemm, 1}, {step, 1}}, /*warmup=*/1, /*min_rounds=*/3);
-  const auto where = t[1] < t[0] ? InputProjection::Step : InputProjection::Gemm;
+  const auto t = median_seconds({{gemm, 1}, {plain, 1}, {step, 1}}, /*warmup=*/1, /*min_rounds=*/3);
+  const auto where = t[2] < t[1] + share * t[0] ? InputProjection::Step : InputProjection::Gemm;
   std::lock_guard<std::mutex> lock(g_mutex);
   g_chosen[key(B, I, G)] = where;
   return where;

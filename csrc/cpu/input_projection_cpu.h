@@ -34,11 +34,12 @@ inline constexpr std::array<const char*, static_cast<int>(InputProjection::kCoun
 // settled without timing (pinned, deterministic algorithms, or timed before).
 std::optional<InputProjection> settled_input_projection(int64_t B, int64_t I, int64_t G);
 
-// Times `gemm` and `step` (the same steps of a sequence, with the
-// projection as a GEMM before them and in them), remembers the faster way
-// for (B, I, G) and returns it.
+// Times `gemm` (the large GEMM of the projection, of which `share` counts),
+// `plain` (steps reading its result) and `step` (the same steps computing the
+// projection), remembers the faster way for (B, I, G) and returns it.
 InputProjection timed_input_projection(int64_t B, int64_t I, int64_t G,
-                                       const std::function<void()>& gemm,
+                                       const std::function<void()>& gemm, double share,
+                                       const std::function<void()>& plain,
                                        const std::function<void()>& step);
 
 // Counts a call that could have run the projection in its steps.

@@ -252,34 +252,35 @@ class CpuForwardStep {
     if (!where) {
       // Both ways over S steps of a sequence as the call runs them: a step
       // timed alone reads its gates from the cache, where a sequence's come
-      // from the projection written before the loop. The GEMM takes 256
-      // rows where that is at most 2^29 multiply-adds each way (~5 ms);
-      // S at most T and 32.
+      // from the projection written before the loop. The GEMM on R >= S·B
+      // rows, of which the S steps are charged S·B/R: its rate grows with
+      // its rows (on an AMD EPYC, 256 rows made the projection in the steps
+      // look faster at (B, H) = (8, 512), where the call's 800 ran faster
+      // as a GEMM; bench/NOTES.md v18). Each way about 2^29 multiply-adds
+      // or less (a few ms); S at most T and 32.
       f->attach_input(w_ih);
-      const int64_t per_step = std::max<int64_t>(1, B * G * (I + H));
+      constexpr int64_t kMacs = int64_t{1} << 29;
       const int64_t S = std::clamp<int64_t>(
-          std::min<int64_t>((256 + B - 1) / B, (int64_t{1} << 29) / per_step), 1,
+          std::min<int64_t>((256 + B - 1) / B, kMacs / std::max<int64_t>(1, B * G * (I + H))), 1,
           std::min<int64_t>(T, 32));
+      const int64_t R = std::clamp<int64_t>(kMacs / std::max<int64_t>(1, I * G), S * B, T * B);
       const auto opts = w_ih.options();
-      const auto h0 = timing_operand({B, H}, opts), xs = timing_operand({S, B, I}, opts),
+      const auto h0 = timing_operand({B, H}, opts), xs = timing_operand({R, I}, opts),
                  c = timing_operand({B, H}, opts);
-      auto gates = at::empty({S, B, G}, opts), h = at::empty({B, H}, opts),
+      auto gates = at::empty({R, G}, opts), h = at::empty({B, H}, opts),
            out = at::empty({S, B, H}, opts);
       const at::Tensor peep = Cell::kPeephole ? timing_operand({Cell::kPeepRows, H}, opts) : at::Tensor();
       const float* pp = peep.defined() ? peep.data_ptr<float>() : nullptr;
       auto sequence = [&](const float* x) {
         fused_sequence<Cell, float>(*f, S, B, H, false, h0.data_ptr<float>(), gates.data_ptr<float>(),
-                             nullptr, c.data_ptr<float>(), h.data_ptr<float>(),
-                             out.data_ptr<float>(), nullptr, false, pp, x, I, /*counted=*/false);
+                                    nullptr, c.data_ptr<float>(), h.data_ptr<float>(),
+                                    out.data_ptr<float>(), nullptr, false, pp, x, I,
+                                    /*counted=*/false);
       };
-      auto gflat = gates.view({S * B, G});
-      const auto xflat = xs.view({S * B, I}), wt = w_ih.t();
+      const auto wt = w_ih.t();
       where = timed_input_projection(
-          B, I, G,
-          [&] {
-            large_mm_out_cpu(gflat, xflat, wt, /*counted=*/false);
-            sequence(nullptr);
-          },
+          B, I, G, [&] { large_mm_out_cpu(gates, xs, wt, /*counted=*/false); },
+          static_cast<double>(S * B) / static_cast<double>(R), [&] { sequence(nullptr); },
           [&] { sequence(xs.data_ptr<float>()); });
     }
     const bool in_step = *where == InputProjection::Step;
