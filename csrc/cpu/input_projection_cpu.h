@@ -35,12 +35,15 @@ inline constexpr std::array<const char*, static_cast<int>(InputProjection::kCoun
 std::optional<InputProjection> settled_input_projection(int64_t B, int64_t I, int64_t G);
 
 // Times `gemm` (the large GEMM of the projection, of which `share` counts),
-// `plain` (steps reading its result) and `step` (the same steps computing the
-// projection), remembers the faster way for (B, I, G) and returns it.
+// `plain` (steps reading its result), `step` (the same steps computing the
+// projection) and `attach` (laying W_ih out for them, of which
+// `attach_share` counts), remembers the faster way for (B, I, G) and
+// returns it.
 InputProjection timed_input_projection(int64_t B, int64_t I, int64_t G,
                                        const std::function<void()>& gemm, double share,
                                        const std::function<void()>& plain,
-                                       const std::function<void()>& step);
+                                       const std::function<void()>& step,
+                                       const std::function<void()>& attach, double attach_share);
 
 // Counts a call that could have run the projection in its steps.
 void count_input_projection(bool in_step);

@@ -256,7 +256,8 @@ class CpuForwardStep {
       // rows, of which the S steps are charged S·B/R: its rate grows with
       // its rows (on an AMD EPYC, 256 rows made the projection in the steps
       // look faster at (B, H) = (8, 512), where the call's 800 ran faster
-      // as a GEMM; bench/NOTES.md v18). Each way about 2^29 multiply-adds
+      // as a GEMM; bench/NOTES.md v18). Laying W_ih out is charged S/T of
+      // itself. Each way about 2^29 multiply-adds
       // or less (a few ms); S at most T and 32.
       f->attach_input(w_ih);
       constexpr int64_t kMacs = int64_t{1} << 29;
@@ -281,7 +282,8 @@ class CpuForwardStep {
       where = timed_input_projection(
           B, I, G, [&] { large_mm_out_cpu(gates, xs, wt, /*counted=*/false); },
           static_cast<double>(S * B) / static_cast<double>(R), [&] { sequence(nullptr); },
-          [&] { sequence(xs.data_ptr<float>()); });
+          [&] { sequence(xs.data_ptr<float>()); }, [&] { f->attach_input(w_ih); },
+          static_cast<double>(S) / static_cast<double>(T));
     }
     const bool in_step = *where == InputProjection::Step;
     if (in_step && !f->input_attached()) f->attach_input(w_ih);
