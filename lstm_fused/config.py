@@ -52,7 +52,7 @@ set_cpu_input_projection, get_cpu_input_projection, use_cpu_input_projection = _
 set_cpu_input_projection.__doc__ = """Where a fused float layer's input projection runs on
 the CPU: "gemm" (one large GEMM before the recurrence), "step" (inside each
 fused oneDNN step, beside the recurrent product) or "auto" (timed on the
-first calls of each kind; csrc/cpu/input_projection_cpu.h)."""
+first call of each kind and kept; csrc/cpu/input_projection_cpu.h)."""
 
 
 def cpu_input_projection_counts() -> dict:

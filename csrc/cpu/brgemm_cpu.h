@@ -230,7 +230,7 @@ class BrgemmFusedStep {
   // x do. The product of x_t goes first into the float block that h_{t-1}'s
   // then accumulates to, where the gates buffer held it before.
   bool can_attach_input(const at::Tensor& w_ih) const {
-    return w_ih.dim() == 2 && w_ih.size(0) == K_ * H_ && w_ih.size(1) > 0 &&
+    return w_ih.dim() == 2 && w_ih.size(0) == K_ * H_ &&
            brgemm_usable(w_ih.scalar_type(), K_ * H_, w_ih.size(1));
   }
   bool input_attached() const { return ih_.has_value(); }

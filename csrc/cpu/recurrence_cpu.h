@@ -20,8 +20,8 @@
 #include "brgemm_cpu.h"
 #include "engine_cpu.h"
 #include "fused_backward_cpu.h"
-#include "large_gemm_cpu.h"
 #include "input_projection_cpu.h"
+#include "large_gemm_cpu.h"
 #include "library_gemm_cpu.h"
 #include "onednn_linear_cpu.h"
 #include "packed_gemm_cpu.h"
@@ -257,8 +257,8 @@ class CpuForwardStep {
       // its rows (on an AMD EPYC, 256 rows made the projection in the steps
       // look faster at (B, H) = (8, 512), where the call's 800 ran faster
       // as a GEMM; bench/NOTES.md v18). Laying W_ih out is charged S/T of
-      // itself. Each way about 2^29 multiply-adds
-      // or less (a few ms); S at most T and 32.
+      // itself. Each way about 2^29 multiply-adds or less (a few ms); S at
+      // most T and 32.
       f->attach_input(w_ih);
       constexpr int64_t kMacs = int64_t{1} << 29;
       const int64_t S = std::clamp<int64_t>(
