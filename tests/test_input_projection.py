@@ -27,8 +27,9 @@ def onednn():
 @pytest.mark.parametrize("where", ["gemm", "step"])
 @pytest.mark.parametrize("grad", [False, True], ids=["inference", "grad"])
 @pytest.mark.parametrize(
-    "I,H,kw", [(24, 64, dict()), (40, 48, dict(bidirectional=True, num_layers=2)), (7, 32, dict())],
-    ids=["plain", "bidir-2layer", "odd-input"])
+    "I,H,kw", [(24, 64, dict()), (40, 48, dict(bidirectional=True, num_layers=2)), (7, 32, dict()),
+               (16, 256, dict())],
+    ids=["plain", "bidir-2layer", "odd-input", "groups-per-thread"])
 def test_forced(onednn, where, grad, I, H, kw):
     D, L = 2 if kw.get("bidirectional") else 1, kw.get("num_layers", 1)
     ref, ours, ref64 = make_pair(torch.float32, input_size=I, hidden_size=H, **kw)

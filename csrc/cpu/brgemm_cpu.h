@@ -222,7 +222,7 @@ class BrgemmFusedStep {
         nb_(std::min<int64_t>(group_, brgemm_support(w_hh.scalar_type()).vnni ? 16 : 32)),
         batch_(batch),
         blocks_(w_hh, nb_, K_, brgemm_support(w_hh.scalar_type()).vnni),
-        scratch_(at::empty({at::get_num_threads(), batch, K_ * group_},
+        scratch_(at::empty({at::get_num_threads(), 1, batch, K_ * group_},
                            w_hh.options().dtype(at::kFloat))) {}
 
   // Whether the steps can compute x_t·W_ihᵀ too (FusedStepArgs::x), for
@@ -238,6 +238,10 @@ class BrgemmFusedStep {
     TORCH_CHECK(can_attach_input(w_ih), "lstm_fused: the fused oneDNN step cannot take this W_ih");
     I_ = w_ih.size(1);
     ih_.emplace(w_ih, nb_, K_, brgemm_support(w_ih.scalar_type()).vnni);
+    // a float block per group, so that a thread can compute the next step's
+    // x_t·W_ihᵀ for all its groups before h_{t-1} is there (prepare_parts)
+    scratch_ = at::empty({at::get_num_threads(), parts(), batch_, K_ * group_},
+                         scratch_.options());
   }
 
   // The fused step engine interface of fused_step_cpu.h; a part is a group.
@@ -255,9 +259,21 @@ class BrgemmFusedStep {
     if (n == 0) return;
     check<Cell>();
     at::parallel_for(0, parts(), grain(n), [&](int64_t j0, int64_t j1) {
+      prepare_parts<Cell>(n, a, j0, j1);
       run_parts<Cell>(n, a, j0, j1);
       end_parts();
     });
+  }
+
+  // Given x: x_t·W_ihᵀ for groups [j0, j1), each into its float block.
+  template <class Cell>
+  void prepare_parts(int64_t n, const FusedStepArgs<scalar_t>& a, int64_t j0, int64_t j1) const {
+    if (!a.x) return;
+    const int64_t subs = group_ / nb_, w = K_ * group_;
+    for (int64_t j = j0; j < j1; ++j) {
+      float* s = block(n, a, j - j0);
+      for (int64_t k = 0; k < subs; ++k) ih_->run(j * subs + k, n, a.x, I_, s + k * K_ * nb_, w, false);
+    }
   }
 
   template <class Cell>
@@ -268,11 +284,10 @@ class BrgemmFusedStep {
     constexpr int64_t kLine = 64 / sizeof(scalar_t);
     scalar_t* const gates = a.gates;
     scalar_t* const c = a.c;
-    float* s = scratch_.data_ptr<float>() + at::get_thread_num() * batch_ * w;
     for (int64_t j = j0; j < j1; ++j) {
+      float* s = block(n, a, j - j0);
       // block k of the group: its K gates × nb units at columns k·K·nb of s
       for (int64_t k = 0; k < subs; ++k) {
-        if (a.x) ih_->run(j * subs + k, n, a.x, I_, s + k * K * nb, w, false);
         blocks_.run(j * subs + k, n, a.h_prev, H, s + k * K * nb, w, a.x != nullptr);
       }
       const int64_t u0 = j * group_;
@@ -305,6 +320,15 @@ class BrgemmFusedStep {
   }
 
  private:
+  // The calling thread's float block for its i-th group of a step, (batch, K·group);
+  // one block for all its groups when the step is not given x.
+  float* block(int64_t n, const FusedStepArgs<scalar_t>& a, int64_t i) const {
+    TORCH_INTERNAL_ASSERT_DEBUG_ONLY(n <= batch_ && (!a.x || i < parts()));
+    const int64_t size = batch_ * K_ * group_;
+    return scratch_.data_ptr<float>() +
+           (at::get_thread_num() * scratch_.size(1) + (a.x ? i : 0)) * size;
+  }
+
   int64_t H_, K_, group_, nb_, batch_, I_ = 0;
   BrgemmBlocks<scalar_t> blocks_;
   std::optional<BrgemmBlocks<scalar_t>> ih_;  // W_ih's blocks, once attached

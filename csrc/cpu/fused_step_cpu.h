@@ -6,10 +6,13 @@
 // An engine splits a step into independent parts (groups of hidden units):
 //   int64_t parts() const                 parts of a step
 //   int64_t grain(int64_t n) const        parts that make a thread's share worth a thread
-//   void run_parts<Cell>(n, args, p0, p1) parts [p0, p1) of one step, on the calling thread
+//   void prepare_parts<Cell>(n, args, p0, p1)  the work of parts [p0, p1) of a
+//                                         step that does not read h_{t-1} (may be none)
+//   void run_parts<Cell>(n, args, p0, p1) the rest of parts [p0, p1) of one step,
+//                                         on the thread that prepared them
 //   void end_parts() const                after a thread's last parts of a region
 //   void check<Cell>() const              throws unless the engine was built for Cell
-// run_parts must not throw: in fused_sequence the other threads would wait for
+// prepare_parts and run_parts must not throw: in fused_sequence the other threads would wait for
 // it at the barrier.
 // Its step() runs all parts of one step on at::parallel_for: a fork and a join
 // per step (1.6 µs with 2 threads on the Xeon of bench/NOTES.md v12, against
@@ -62,14 +65,22 @@ class StepBarrier {
 
   // After a step: the shares' writes of this step are seen by every share
   // that returns. The last share to arrive opens the next generation.
-  void arrive_and_wait(int64_t share) {
+  void arrive_and_wait(int64_t share) { wait(arrive(share)); }
+
+  // arrive and wait split, so that a share can work between them on what
+  // does not need the other shares' writes; arrive returns the ticket to wait on.
+  int32_t arrive(int64_t share) {
     const int32_t generation = generation_.load(std::memory_order_acquire);
     if (arrived_.fetch_add(share, std::memory_order_acq_rel) + share == workers_) {
       arrived_.store(0, std::memory_order_relaxed);
       generation_.fetch_add(1, std::memory_order_acq_rel);
       generation_.notify_all();
-      return;
     }
+    return generation;
+  }
+
+  void wait(int32_t generation) {
+    if (generation_.load(std::memory_order_acquire) != generation) return;
     // A step's threads arrive within a few µs of each other; later than that,
     // the late one is likely waiting for a core (other processes, concurrent
     // callers), and spinning would keep a core from it: sleep on the word.
@@ -108,9 +119,22 @@ inline bool one_region_allowed() {
   return AT_PARALLEL_OPENMP && at::get_num_threads() <= available_cpus();
 }
 
+// A worker's side of the StepBarrier: sync() returns once every worker has
+// called it for the same step; arrive() and wait(ticket) are its two halves.
+class StepSync {
+ public:
+  StepSync(StepBarrier& barrier, int64_t share) : barrier_(barrier), share_(share) {}
+  void operator()() const { barrier_.arrive_and_wait(share_); }
+  int32_t arrive() const { return barrier_.arrive(share_); }
+  void wait(int32_t ticket) const { barrier_.wait(ticket); }
+
+ private:
+  StepBarrier& barrier_;
+  int64_t share_;
+};
+
 // worker(p0, p1, sync) for each worker's parts [p0, p1) of `parts`, all in
-// one parallel region; sync() returns once every worker has called it for
-// the same step. At most one worker per grain parts.
+// one parallel region, sync a StepSync. At most one worker per grain parts.
 template <class Worker>
 void run_in_one_region(int64_t parts, int64_t grain, Worker&& worker) {
   grain = std::max<int64_t>(1, grain);
@@ -118,8 +142,7 @@ void run_in_one_region(int64_t parts, int64_t grain, Worker&& worker) {
       std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), (parts + grain - 1) / grain));
   StepBarrier barrier(workers);
   at::parallel_for(0, workers, 1, [&](int64_t w0, int64_t w1) {
-    worker(w0 * parts / workers, w1 * parts / workers,
-           [&barrier, share = w1 - w0] { barrier.arrive_and_wait(share); });
+    worker(w0 * parts / workers, w1 * parts / workers, StepSync(barrier, w1 - w0));
   });
 }
 
@@ -159,9 +182,15 @@ void fused_sequence(const Engine& f, int64_t T, int64_t n, int64_t H, bool rever
   }
   if (counted) count_cpu_sequence(/*backward=*/false);
   run_in_one_region(f.parts(), f.grain(n), [&](int64_t p0, int64_t p1, auto&& sync) {
+    // The next step's preparation fills the wait for the other workers.
+    f.template prepare_parts<Cell>(n, args(0), p0, p1);
     for (int64_t s = 0; s < T; ++s) {
       f.template run_parts<Cell>(n, args(s), p0, p1);
-      if (s + 1 < T) sync();
+      if (s + 1 < T) {
+        const int32_t ticket = sync.arrive();
+        f.template prepare_parts<Cell>(n, args(s + 1), p0, p1);
+        sync.wait(ticket);
+      }
     }
     f.end_parts();
   });

@@ -119,6 +119,10 @@ class SmallBatchStep {
     at::parallel_for(0, groups_, 1, [&](int64_t g0, int64_t g1) { run_parts<Cell>(n, a, g0, g1); });
   }
 
+  // Every part of a step reads h_{t-1}.
+  template <class Cell>
+  void prepare_parts(int64_t, const FusedStepArgs<scalar_t>&, int64_t, int64_t) const {}
+
   template <class Cell>
   void run_parts(int64_t n, const FusedStepArgs<scalar_t>& a, int64_t g0, int64_t g1) const {
 #if defined(CPU_CAPABILITY_AVX512)
