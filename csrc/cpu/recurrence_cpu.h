@@ -39,9 +39,10 @@ inline at::Tensor timing_operand(at::IntArrayRef sizes, const at::TensorOptions&
 // The engine settled or timed for `key` among `engines`, built by
 // `make(engine)`. Timing builds each candidate and runs the step that
 // `timed_step()` returns (it makes the operands: only when timing) on it.
+// repeats: runs of the timed step per round.
 template <class Built, class Make, class TimedStep>
 std::unique_ptr<Built> chosen_engine(const EngineKey& key, const std::vector<CpuEngine>& engines,
-                                     Make make, TimedStep timed_step) {
+                                     Make make, TimedStep timed_step, int repeats = 3) {
   if (const auto settled = settled_cpu_engine(key, engines)) return make(*settled);
   auto step = timed_step();
   std::vector<std::unique_ptr<Built>> built;
@@ -52,8 +53,7 @@ std::unique_ptr<Built> chosen_engine(const EngineKey& key, const std::vector<Cpu
     Built* b = built.back().get();
     candidates.emplace_back(e, [b, &step] { step(*b); });
   }
-  // three steps in a row per round: a step engine's steady state in a sequence
-  const CpuEngine e = timed_cpu_engine(key, candidates, /*repeats=*/3);
+  const CpuEngine e = timed_cpu_engine(key, candidates, repeats);
   for (auto& b : built) {
     if (b->engine() == e) return std::move(b);
   }
@@ -105,7 +105,7 @@ class CpuStepGemm {
           const auto a = timing_operand({batch, w.size(1)}, w.options());
           const auto c = timing_operand({batch, w.size(0)}, w.options());
           return [a, c, batch](CpuStepGemm& s) { s.product(c, a, batch); };
-        });
+        }, /*repeats=*/3);  // three in a row per round: a step engine's steady state in a sequence
     count_cpu_engine(g->engine());
     return g;
   }
@@ -212,27 +212,39 @@ class CpuForwardStep {
     auto s = chosen_engine<CpuForwardStep>(
         key, engines, [&](CpuEngine e) { return std::make_unique<CpuForwardStep>(e, w_hh, K, T, B); },
         [&] {
-          const auto h = timing_operand({B, P}, opts), gates = timing_operand({B, K * H}, opts),
-                     c = timing_operand({B, H}, opts), out = timing_operand({B, H}, opts);
+          // Steps as a call runs them: a fused engine's S in one region (a
+          // fused step timed alone forks and joins once per step, which a
+          // sequence does not; on an AMD EPYC with one thread, the unfused
+          // onednn_linear timed level with it and then ran calls ~15% slower).
+          constexpr int64_t S = 3;
+          const auto h = timing_operand({B, P}, opts), gates = timing_operand({S, B, K * H}, opts),
+                     c = timing_operand({B, H}, opts), out = timing_operand({S, B, H}, opts),
+                     h_last = timing_operand({B, H}, opts);
           const at::Tensor peep =
               Cell::kPeephole ? timing_operand({Cell::kPeepRows, H}, opts) : at::Tensor();
           return [=](CpuForwardStep& f) {
             AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, h.scalar_type(), "time_step", [&] {
-              auto* g = gates.data_ptr<scalar_t>();
               auto* cp = c.data_ptr<scalar_t>();
-              auto* hp = out.data_ptr<scalar_t>();
               const scalar_t* pp = peep.defined() ? peep.data_ptr<scalar_t>() : nullptr;
               if (f.fused()) {
-                f.template step<Cell, scalar_t>(B, h.data_ptr<scalar_t>(), g, nullptr, cp, hp,
-                                                nullptr, nullptr, false, pp);
+                f.template sequence<Cell, scalar_t>(S, B, H, false, h.data_ptr<scalar_t>(),
+                                                    gates.data_ptr<scalar_t>(), nullptr, cp,
+                                                    h_last.data_ptr<scalar_t>(),
+                                                    out.data_ptr<scalar_t>(), nullptr, false, pp,
+                                                    nullptr, 0, /*counted=*/false);
               } else {
-                f.gemm().accumulate(gates, h, B);
-                Act::template forward<Cell, scalar_t>(B, H, g, nullptr, nullptr, cp, cp, hp,
-                                                      nullptr, nullptr, pp);
+                for (int64_t s = 0; s < S; ++s) {
+                  auto g = gates[s];
+                  auto o = out[s];
+                  f.gemm().accumulate(g, h, B);  // h (B, P) at every step: a projected layer's h_t is P wide
+                  Act::template forward<Cell, scalar_t>(B, H, g.data_ptr<scalar_t>(), nullptr,
+                                                        nullptr, cp, cp, o.data_ptr<scalar_t>(),
+                                                        nullptr, nullptr, pp);
+                }
               }
             });
           };
-        });
+        }, /*repeats=*/1);
     count_cpu_engine(s->engine());
     return s;
   }
@@ -308,10 +320,10 @@ class CpuForwardStep {
   void sequence(int64_t T, int64_t n, int64_t H, bool reverse, const scalar_t* h0,
                 scalar_t* gates, const scalar_t* bias, scalar_t* c, scalar_t* h, scalar_t* out,
                 scalar_t* cells, bool keep_gates, const scalar_t* peep,
-                const scalar_t* x = nullptr, int64_t I = 0) const {
+                const scalar_t* x = nullptr, int64_t I = 0, bool counted = true) const {
     with_fused<scalar_t>([&](const auto& f) {
       fused_sequence<Cell>(f, T, n, H, reverse, h0, gates, bias, c, h, out, cells, keep_gates,
-                           peep, x, I);
+                           peep, x, I, counted);
     });
   }
 
