@@ -272,7 +272,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> layer_for
     gates_buffer();
     auto gflat = gates.view({d.T * d.B, d.G});
     // Tall enough that GEMM libraries amortise packing the transposed weight.
-    large_mm_out<PW>(gflat, input.reshape({d.T * d.B, d.I}), w_ih.t());
+    PW::projection_out(gflat, input.reshape({d.T * d.B, d.I}), w_ih, /*weight_kept=*/!need_grad);
   };
   const auto bias = b_ih.has_value() ? (*b_ih + *b_hh).contiguous() : at::Tensor();
   const auto peep = peephole.has_value() ? peephole->contiguous() : at::Tensor();

@@ -7,6 +7,7 @@
 
 #include "config.h"
 #include "cpu/host_pool.h"
+#include "cpu/weight_layouts_cpu.h"
 
 #ifndef LSTM_FUSED_TORCH_VERSION
 #error "setup.py defines LSTM_FUSED_TORCH_VERSION"
@@ -31,7 +32,10 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
     TORCH_CHECK(p >= 0 && p <= 2, "lstm_fused: path code must be 0, 1 or 2");
     lstm_fused::set_kernel_path(static_cast<lstm_fused::Path>(p));
   });
-  m.def("empty_cache", &lstm_fused::host_cache_empty);
+  m.def("empty_cache", [] {
+    lstm_fused::weight_layouts_empty();
+    lstm_fused::host_cache_empty();
+  });
   m.def("cpu_cache_stats", [] {
     const auto s = lstm_fused::host_cache_stats();
     pybind11::dict d;
@@ -43,6 +47,11 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
                                                                               : pybind11::int_(s.limit_bytes);
     d["hits"] = s.hits;
     d["misses"] = s.misses;
+    const auto l = lstm_fused::weight_layout_stats();
+    d["layout_bytes"] = l.bytes;
+    d["layout_entries"] = l.entries;
+    d["layout_hits"] = l.hits;
+    d["layout_misses"] = l.misses;
     return d;
   });
 }

@@ -37,8 +37,9 @@ def cuda_compiled() -> bool:
 
 def empty_cache() -> None:
     """Frees every block the CPU kernels keep cached for their next call (blocks
-    still held by tensors are not touched), as torch.cuda.empty_cache() does for CUDA,
-    and with glibc returns the heap's free pages to the system (malloc_trim)."""
+    still held by tensors are not touched) and the weight layouts kept from earlier
+    calls, as torch.cuda.empty_cache() does for CUDA, and with glibc returns the
+    heap's free pages to the system (malloc_trim)."""
     from ._ops import _C
 
     _C.empty_cache()
@@ -48,7 +49,10 @@ def cpu_cache_stats() -> dict:
     """The CPU buffer cache: cached_bytes and cached_blocks (kept for the next call),
     in_use_bytes (held by live tensors), recent_bytes (what the latest calls used: the
     bound on in-use plus cached bytes), limit_bytes (LSTM_FUSED_CPU_CACHE_MB's cap on
-    cached bytes, None when unset), hits and misses (blocks reused and freshly allocated)."""
+    cached bytes, None when unset), hits and misses (blocks reused and freshly allocated);
+    and the weight layouts kept for the CPU micro-kernel from call to call (while a weight
+    holds the same bytes): layout_bytes (layouts and the weight copies they are checked
+    against), layout_entries, layout_hits and layout_misses (lookups that found or built one)."""
     from ._ops import _C
 
     return _C.cpu_cache_stats()

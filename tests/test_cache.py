@@ -50,15 +50,15 @@ def _train_step(model, T, seed=0):
 
 
 def test_steady_loop_reuses_every_block_and_empty_cache_frees_them():
-    _fresh()
+    start = _fresh()  # hits and misses count from the process's start
     model = lstm_fused.LSTM(I, H)
     misses = []
     for _ in range(4):
         _train_step(model, 80)  # everything of the step is freed when it returns
-        misses.append(lstm_fused.cpu_cache_stats()["misses"])
+        misses.append(lstm_fused.cpu_cache_stats()["misses"] - start["misses"])
     stats = lstm_fused.cpu_cache_stats()
     assert misses[0] > 0 and misses[1:] == [misses[0]] * 3, misses  # only the first step allocates
-    assert stats["hits"] >= 3 * misses[0]
+    assert stats["hits"] - start["hits"] >= 3 * misses[0]
     assert 0 < stats["cached_bytes"] <= stats["recent_bytes"] <= step_bound(80, B, H, I)
     lstm_fused.empty_cache()
     stats = lstm_fused.cpu_cache_stats()
@@ -152,7 +152,69 @@ def test_environment_caps_the_cache(value):
     stats = _run_with_cache_mb(value)
     assert stats["limit_bytes"] == int(value) * MB
     assert stats["cached_bytes"] <= int(value) * MB
+    assert stats["layout_bytes"] <= int(value) * MB
     if value == "0":  # off: no block goes through the cache at all
         assert stats["hits"] == stats["misses"] == stats["cached_blocks"] == 0
+        assert stats["layout_hits"] == stats["layout_entries"] == 0
     else:
         assert stats["misses"] > 0 and stats["hits"] > 0
+
+
+# Weight layouts kept from call to call (csrc/cpu/weight_layouts_cpu.h): the
+# micro-kernel engine's, float32 here.
+@pytest.fixture
+def onednn():
+    if not lstm_fused.cpu_engine_available("onednn", torch.float32):
+        pytest.skip("the onednn engine does not run float32 on this CPU")
+    with lstm_fused.use_cpu_engine("onednn"):
+        yield
+
+
+def _layouts():
+    s = lstm_fused.cpu_cache_stats()
+    return s["layout_hits"], s["layout_misses"]
+
+
+def _check_inference(ours, ref, x):
+    ref64 = torch.nn.LSTM(ref.input_size, ref.hidden_size).double()
+    ref64.load_state_dict({k: v.double() for k, v in ref.state_dict().items()})
+    with torch.no_grad():
+        got, want, exact = ours(x)[0], ref(x)[0], ref64(x.double())[0]
+    assert_close_to_reference(got, want, exact, torch.float32, "output")
+
+
+@pytest.mark.parametrize("where", ["gemm", "step"])
+def test_layouts_kept_while_weights_hold_their_bytes(onednn, where):
+    ref = torch.nn.LSTM(48, 64)
+    ours = lstm_fused.LSTM(48, 64)
+    ours.load_state_dict(ref.state_dict())
+    x = torch.randn(6, 8, 48)
+    with lstm_fused.use_cpu_input_projection(where):
+        _check_inference(ours, ref, x)
+        hits, misses = _layouts()
+        _check_inference(ours, ref, x)
+        assert _layouts()[0] > hits and _layouts()[1] == misses  # the second call laid nothing out
+
+        # changed where no version counter sees it: through .data, and through numpy
+        with torch.no_grad():
+            ref.weight_hh_l0.mul_(-1.5)
+            ref.weight_ih_l0.add_(0.25)
+        ours.weight_hh_l0.data.copy_(ref.weight_hh_l0)
+        ours.weight_ih_l0.detach().numpy()[:] = ref.weight_ih_l0.detach().numpy()
+        _check_inference(ours, ref, x)
+        assert _layouts()[1] > misses  # laid out again from the new bytes
+        # and one element, late in the weight
+        with torch.no_grad():
+            ref.weight_hh_l0[-1, -1] = 3.0
+        ours.weight_hh_l0.data[-1, -1] = 3.0
+        _check_inference(ours, ref, x)
+
+
+def test_empty_cache_drops_the_kept_layouts(onednn):
+    ours = lstm_fused.LSTM(32, 32)
+    with torch.no_grad():
+        ours(torch.randn(4, 8, 32))
+    assert lstm_fused.cpu_cache_stats()["layout_entries"] > 0
+    lstm_fused.empty_cache()
+    stats = lstm_fused.cpu_cache_stats()
+    assert stats["layout_entries"] == 0 and stats["layout_bytes"] == 0

@@ -133,3 +133,37 @@ def test_inference_in_steps_takes_no_gates_buffer(onednn):
     taken, cached = buffers_taken("gemm")
     assert taken == 1 and cached >= 100 * 8 * 4 * 256 * 4
     assert buffers_taken("step") == (0, 0)
+
+
+@pytest.fixture
+def projection_pin():
+    """Pins where an inference's projection before the loop runs (0 timed, 1 the
+    large GEMM, 2 oneDNN's brgemm over W_ih's kept blocks), and unpins after."""
+    yield torch.ops.lstm_fused._cpu_pin_projection
+    torch.ops.lstm_fused._cpu_pin_projection(0)
+
+
+@pytest.mark.parametrize("pin", [1, 2], ids=["large-gemm", "kept-blocks"])
+@pytest.mark.parametrize("I,H,B,T", [(48, 64, 8, 12), (72, 32, 3, 40)], ids=["plain", "odd-rows"])
+def test_projection_before_the_loop_forced(onednn, projection_pin, pin, I, H, B, T):
+    """An inference's projection before the loop on each way, the second call too (its
+    layout kept), against nn.LSTM and float64; the kept blocks run only when pinned."""
+    projection_pin(pin)
+    ref, ours, ref64 = make_pair(torch.float32, input_size=I, hidden_size=H)
+    x = torch.randn(T, B, I, dtype=torch.float64)
+    runs = torch.ops.lstm_fused._cpu_projection_block_runs()
+    with lstm_fused.use_cpu_input_projection("gemm"), torch.no_grad():
+        for _ in range(2):
+            got = ours(x.float())[0]
+            want, exact = ref(x.float())[0], ref64(x)[0]
+            assert_close_to_reference(got, want, exact, torch.float32, "output")
+    assert torch.ops.lstm_fused._cpu_projection_block_runs() - runs == (2 if pin == 2 else 0)
+
+
+def test_training_keeps_the_large_gemm(onednn, projection_pin):
+    projection_pin(2)
+    ours = lstm_fused.LSTM(24, 32)
+    runs = torch.ops.lstm_fused._cpu_projection_block_runs()
+    with lstm_fused.use_cpu_input_projection("gemm"):
+        ours(torch.randn(10, 8, 24, requires_grad=True))[0].sum().backward()
+    assert torch.ops.lstm_fused._cpu_projection_block_runs() == runs

@@ -6,7 +6,8 @@
 // (VNNI-packed weight, float accumulation); elsewhere it hands them to its CPU
 // BLAS (MKL's 16-bit GEMM), which onednn_linear_cpu.h avoids.
 //
-// The weight is laid out once per call as column blocks: block j holds the
+// The weight is laid out as column blocks, kept from call to call while it
+// holds the same bytes (weight_layouts_cpu.h): block j holds the
 // columns cols(j) of wᵀ as a (K, width) row-major matrix (VNNI-packed for
 // 16-bit types). Two orders of the columns:
 //   plain:       block j = output columns [j·nb, j·nb + nb)
@@ -31,6 +32,7 @@
 #include "fused_step_cpu.h"
 #include "transpose_cpu.h"
 #include "vec_store_cpu.h"
+#include "weight_layouts_cpu.h"
 
 namespace lstm_fused {
 
@@ -52,33 +54,11 @@ class BrgemmBlocks {
   // VNNI-packed (brgemm_support).
   BrgemmBlocks(const at::Tensor& w, int64_t nb, int64_t gate_blocks, bool vnni)
       : k_(w.size(1)), width_(gate_blocks > 0 ? gate_blocks * nb : nb), blocks_(w.size(0) / width_),
-        vnni_(vnni) {
-    const auto dtype = c10::CppTypeToScalarType<scalar_t>::value;
-    const at::Tensor wt = w.to(dtype).contiguous();
-    at::Tensor laid = at::empty({blocks_, k_, width_}, wt.options());
-    const scalar_t* src = wt.const_data_ptr<scalar_t>();
-    scalar_t* dst = laid.mutable_data_ptr<scalar_t>();
-    const int64_t K = k_, width = width_, parts = gate_blocks > 0 ? gate_blocks : 1;
-    at::parallel_for(0, blocks_, 1, [&](int64_t j0, int64_t j1) {
-      for (int64_t j = j0; j < j1; ++j) {
-        // gate groups: w rows q·H + j·nb + l -> block j, columns q·nb + l
-        // (H = blocks·nb); plain: rows j·nb + l -> block j, column l
-        for (int64_t q = 0; q < parts; ++q) {
-          transpose_into(src + (q * blocks_ * nb + j * nb) * K, K, dst + j * K * width + q * nb,
-                         width, nb, K);
-        }
-      }
-    });
-    if (vnni_) {
-      packed_ = at::empty_like(laid);
-      for (int64_t j = 0; j < blocks_; ++j) {
-        at::native::cpublas::pack(k_, width_, width_, width_, dtype, dtype, laid[j].data_ptr(),
-                                  packed_[j].data_ptr());
-      }
-    } else {
-      packed_ = laid;
-    }
-  }
+        vnni_(vnni),
+        packed_(kept_layout(w,
+                                {nb, gate_blocks, vnni,
+                                 static_cast<int64_t>(c10::CppTypeToScalarType<scalar_t>::value)},
+                            [&] { return lay_out(w, nb, gate_blocks); })) {}
 
   int64_t blocks() const { return blocks_; }
   int64_t width() const { return width_; }
@@ -100,6 +80,33 @@ class BrgemmBlocks {
   }
 
  private:
+  // The blocks of w, (blocks, K, width), VNNI-packed when vnni_.
+  at::Tensor lay_out(const at::Tensor& w, int64_t nb, int64_t gate_blocks) const {
+    const auto dtype = c10::CppTypeToScalarType<scalar_t>::value;
+    const at::Tensor wt = w.to(dtype).contiguous();
+    at::Tensor laid = at::empty({blocks_, k_, width_}, wt.options());
+    const scalar_t* src = wt.const_data_ptr<scalar_t>();
+    scalar_t* dst = laid.mutable_data_ptr<scalar_t>();
+    const int64_t K = k_, width = width_, parts = gate_blocks > 0 ? gate_blocks : 1;
+    at::parallel_for(0, blocks_, 1, [&](int64_t j0, int64_t j1) {
+      for (int64_t j = j0; j < j1; ++j) {
+        // gate groups: w rows q·H + j·nb + l -> block j, columns q·nb + l
+        // (H = blocks·nb); plain: rows j·nb + l -> block j, column l
+        for (int64_t q = 0; q < parts; ++q) {
+          transpose_into(src + (q * blocks_ * nb + j * nb) * K, K, dst + j * K * width + q * nb,
+                         width, nb, K);
+        }
+      }
+    });
+    if (!vnni_) return laid;
+    at::Tensor packed = at::empty_like(laid);
+    for (int64_t j = 0; j < blocks_; ++j) {
+      at::native::cpublas::pack(k_, width_, width_, width_, dtype, dtype, laid[j].data_ptr(),
+                                packed[j].data_ptr());
+    }
+    return packed;
+  }
+
   int64_t k_, width_, blocks_;
   bool vnni_;
   at::Tensor packed_;

@@ -4,6 +4,7 @@
 
 #include "brgemm_cpu.h"
 #include "input_projection_cpu.h"
+#include "large_gemm_cpu.h"
 #include "onednn_linear_cpu.h"
 #include "packed_gemm_cpu.h"
 #include "small_batch_cpu.h"
@@ -187,6 +188,7 @@ void clear_cpu_engine_choices() {
     g_chosen.clear();
   }
   clear_input_projection_choices();
+  clear_projection_choices();
 }
 
 // Whether `engine` can run layers of `dtype` on this CPU and build (shapes

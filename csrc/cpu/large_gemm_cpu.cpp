@@ -1,15 +1,20 @@
 // The two libraries behind large_mm_out_cpu and the timed choice between them.
 #include "large_gemm_cpu.h"
 
+#include "brgemm_cpu.h"
 #include "engine_cpu.h"
 
 #include <torch/library.h>
 
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <exception>
 #include <functional>
 #include <limits>
+#include <map>
+#include <mutex>
+#include <tuple>
 #include <optional>
 #include <vector>
 
@@ -127,8 +132,113 @@ void large_mm_out_cpu(at::Tensor& out, const at::Tensor& a, const at::Tensor& b,
   run(*e, out, a, b, counted);
 }
 
+namespace {
+
+// (rows class, N, K, threads) -> whether the kept blocks ran faster.
+std::mutex g_projection_mutex;
+std::map<std::tuple<int64_t, int64_t, int64_t, int>, bool> g_projection_blocks;
+// Test hooks: 0 times the choice, 1 pins the large GEMM, 2 the kept blocks;
+// and the products that ran on the kept blocks.
+std::atomic<int> g_projection_pin{0};
+std::atomic<int64_t> g_projection_block_runs{0};
+
+// out (M, N) = x · wᵀ on w's kept column blocks: each thread takes a share of
+// the blocks (a block, K x 64 floats, stays in its L2) and runs every row
+// through it, 64 rows per brgemm call.
+void blocks_mm_out(at::Tensor& out, const at::Tensor& x, const at::Tensor& w) {
+  const BrgemmBlocks<float> blocks(w, brgemm_block(w.size(0)), 0, /*vnni=*/false);
+  const auto xc = x.stride(1) == 1 ? x : x.contiguous();
+  const int64_t M = xc.size(0), lda = xc.stride(0), N = out.size(1), nb = blocks.width();
+  constexpr int64_t kRows = 64;
+  const float* a = xc.const_data_ptr<float>();
+  float* c = out.mutable_data_ptr<float>();
+  at::parallel_for(0, blocks.blocks(), 1, [&](int64_t j0, int64_t j1) {
+    for (int64_t r = 0; r < M; r += kRows) {
+      for (int64_t j = j0; j < j1; ++j) {
+        blocks.run(j, std::min(kRows, M - r), a + r * lda, lda, c + r * N + j * nb, N, false);
+      }
+    }
+    blocks.release();
+  });
+}
+
+}  // namespace
+
+void projection_out_cpu(at::Tensor& out, const at::Tensor& x, const at::Tensor& w,
+                        bool weight_kept, bool counted) {
+  const auto wt = w.t();
+  if (!weight_kept || at::globalContext().deterministicAlgorithms() || out.scalar_type() != at::kFloat || x.scalar_type() != at::kFloat ||
+      !w.is_contiguous() || !out.is_contiguous() || x.size(0) == 0 ||
+      !brgemm_usable(at::kFloat, w.size(0), w.size(1))) {
+    large_mm_out_cpu(out, x, wt, counted);
+    return;
+  }
+  const int64_t M = x.size(0);
+  const auto key = std::make_tuple(int64_t{1} << (63 - __builtin_clzll(static_cast<uint64_t>(M))),
+                                   w.size(0), w.size(1), at::get_num_threads());
+  std::optional<bool> blocks;
+  if (const int pin = g_projection_pin.load(std::memory_order_relaxed); pin != 0) {
+    blocks = pin == 2;
+  } else if (pinned_cpu_engine() != CpuEngine::Auto) {
+    blocks = false;  // a pinned engine settles the call without timing
+  }
+  if (!blocks) {
+    std::lock_guard<std::mutex> lock(g_projection_mutex);
+    if (const auto it = g_projection_blocks.find(key); it != g_projection_blocks.end()) {
+      blocks = it->second;
+    }
+  }
+  if (!blocks) {
+    // As large_mm_out_cpu times its libraries: ~2^29 multiply-adds of rows.
+    const int64_t rows = std::min<int64_t>(
+        M, std::max<int64_t>(256, (int64_t{1} << 29) / std::max<int64_t>(1, w.numel())));
+    auto o = at::empty({rows, out.size(1)}, out.options());
+    const auto xr = x.narrow(0, 0, rows).contiguous();
+    // the warmup round lays w out (and keeps it), as the call's first run does
+    const auto t = median_seconds({{[&] { large_mm_out_cpu(o, xr, wt, /*counted=*/false); }, 1},
+                                   {[&] { blocks_mm_out(o, xr, w); }, 1}},
+                                  /*warmup=*/1, /*min_rounds=*/9);
+    blocks = t[1] < t[0];
+    std::lock_guard<std::mutex> lock(g_projection_mutex);
+    g_projection_blocks[key] = *blocks;
+  }
+  if (!*blocks) {
+    large_mm_out_cpu(out, x, wt, counted);
+    return;
+  }
+  if (counted) {
+    count_cpu_large_gemm(CpuEngine::Onednn);
+    g_projection_block_runs.fetch_add(1, std::memory_order_relaxed);
+  }
+  blocks_mm_out(out, x, w);
+}
+
+std::vector<std::string> projection_choices() {
+  std::lock_guard<std::mutex> lock(g_projection_mutex);
+  std::vector<std::string> out;
+  for (const auto& [k, blocks] : g_projection_blocks) {
+    const auto& [M, N, K, threads] = k;
+    out.push_back("projection Float B=" + std::to_string(M) + " N=" + std::to_string(N) +
+                  " K=" + std::to_string(K) + " threads=" + std::to_string(threads) + " -> " +
+                  (blocks ? "onednn kept blocks" : "large GEMM"));
+  }
+  return out;
+}
+
+void clear_projection_choices() {
+  std::lock_guard<std::mutex> lock(g_projection_mutex);
+  g_projection_blocks.clear();
+}
+
 TORCH_LIBRARY_FRAGMENT(lstm_fused, m) {
   m.def("_cpu_onednn_matmul_usable(ScalarType dtype) -> bool", &onednn_matmul_usable);
+  m.def("_cpu_projection_choices() -> str[]", &projection_choices);
+  m.def("_cpu_pin_projection(int mode) -> ()", [](int64_t mode) {
+    TORCH_CHECK(mode >= 0 && mode <= 2, "lstm_fused: projection mode must be 0, 1 or 2");
+    g_projection_pin.store(static_cast<int>(mode), std::memory_order_relaxed);
+  });
+  m.def("_cpu_projection_block_runs() -> int",
+        [] { return g_projection_block_runs.load(std::memory_order_relaxed); });
 }
 
 }  // namespace lstm_fused

@@ -12,6 +12,9 @@
 // timed once on the call's first rows.
 #include <ATen/ATen.h>
 
+#include <string>
+#include <vector>
+
 namespace lstm_fused {
 
 // out (M, N) = a (M, K) · b (K, N); out dense, a and b any strides; float,
@@ -19,6 +22,21 @@ namespace lstm_fused {
 // counted: in cpu_large_gemm_counts (not when only timed).
 void large_mm_out_cpu(at::Tensor& out, const at::Tensor& a, const at::Tensor& b,
                       bool counted = true);
+
+// out (M, N) = x (M, K) · wᵀ for a weight w (N, K), the layer's input
+// projection before its loop. weight_kept: w is expected unchanged on the
+// next call (an inference), so its micro-kernel layout is worth keeping
+// (weight_layouts_cpu.h): then a float product may also run as oneDNN's
+// brgemm over w's kept column blocks, timed once per (rows class, N, K,
+// threads) against large_mm_out_cpu (AMD EPYC, (800 x 512)·(512 x 2048):
+// 8.2 against 9.0-9.5 ms on 2 threads; bench/NOTES.md v19), and counted as
+// onednn. Pinned engines and deterministic algorithms keep large_mm_out_cpu.
+void projection_out_cpu(at::Tensor& out, const at::Tensor& x, const at::Tensor& w,
+                        bool weight_kept, bool counted = true);
+
+// The timed choices of projection_out_cpu, one line each; and forgetting them.
+std::vector<std::string> projection_choices();
+void clear_projection_choices();
 
 // Whether oneDNN's matmul runs `dtype` on this CPU: a probe product per
 // type, once (float16 needs AVX512_FP16 or AVX_NE_CONVERT).

@@ -33,6 +33,12 @@ struct CpuPointwise {
   static void mm_out(at::Tensor& out, const at::Tensor& a, const at::Tensor& b) {
     large_mm_out_cpu(out, a, b);
   }
+  // The input projection out = x · w_ihᵀ before the loop; weight_kept: an
+  // inference, whose weights the next call likely reuses (large_gemm_cpu.h).
+  static void projection_out(at::Tensor& out, const at::Tensor& x, const at::Tensor& w_ih,
+                             bool weight_kept) {
+    projection_out_cpu(out, x, w_ih, weight_kept);
+  }
 
   // Below this many elements per call, threading costs more than it saves.
   static constexpr int64_t kGrain = 4096;

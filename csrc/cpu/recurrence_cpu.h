@@ -290,9 +290,8 @@ class CpuForwardStep {
                                     out.data_ptr<float>(), nullptr, false, pp, x, I,
                                     /*counted=*/false);
       };
-      const auto wt = w_ih.t();
       where = timed_input_projection(
-          B, I, G, [&] { large_mm_out_cpu(gates, xs, wt, /*counted=*/false); },
+          B, I, G, [&] { projection_out_cpu(gates, xs, w_ih, /*weight_kept=*/true, /*counted=*/false); },
           static_cast<double>(S * B) / static_cast<double>(R), [&] { sequence(nullptr); },
           [&] { sequence(xs.data_ptr<float>()); }, [&] { f->attach_input(w_ih); },
           static_cast<double>(S) / static_cast<double>(T));

@@ -381,6 +381,10 @@ std::vector<int64_t> persistent_plan_info(int64_t device, at::ScalarType dtype, 
 
 }  // namespace
 
+void CudaPointwise::projection_out(Tensor& out, const Tensor& x, const Tensor& w_ih, bool) {
+  at::mm_out(out, x, w_ih.t());
+}
+
 // Debugging and test hooks of the CUDA build (not part of the ops' contract).
 TORCH_LIBRARY_FRAGMENT(lstm_fused, m) {
   m.def("_cuda_kernel_counts() -> int[]", &kernel_counts);

@@ -8,9 +8,17 @@
 #include <cstdint>
 #include <type_traits>
 
+namespace at {
+class Tensor;
+}
+
 namespace lstm_fused {
 
 struct CudaPointwise {
+  // The input projection out = x · w_ihᵀ before the loop (cuBLAS; ops_cuda.cpp).
+  static void projection_out(at::Tensor& out, const at::Tensor& x, const at::Tensor& w_ih,
+                             bool weight_kept);
+
   template <class Cell, typename scalar_t>
   static void forward(int64_t n, int64_t H, scalar_t* gates, const scalar_t* b_ih,
                       const scalar_t* b_hh, const scalar_t* c_prev, scalar_t* c_out,

@@ -1,0 +1,123 @@
+// The kept weight layouts of weight_layouts_cpu.h.
+#include "weight_layouts_cpu.h"
+
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdlib>
+#include <cstring>
+#include <list>
+#include <mutex>
+#include <vector>
+
+namespace lstm_fused {
+namespace {
+
+constexpr size_t kMaxBytes = size_t{256} << 20;
+
+struct Entry {
+  const void* data;
+  std::vector<int64_t> sizes, strides;
+  at::ScalarType dtype;
+  std::array<int64_t, 4> kind;
+  at::Tensor copy;    // w's bytes when it was laid out
+  at::Tensor layout;  // what build() made from them
+  size_t bytes() const { return copy.nbytes() + layout.nbytes(); }
+};
+
+// Whether a and b (n bytes each) are equal, on the intra-op threads: a
+// weight of several MB is read in a few hundred µs on one core.
+bool same_bytes(const void* a, const void* b, size_t n) {
+  constexpr int64_t kGrain = int64_t{1} << 20;
+  std::atomic<bool> same{true};
+  const auto* pa = static_cast<const char*>(a);
+  const auto* pb = static_cast<const char*>(b);
+  at::parallel_for(0, static_cast<int64_t>(n), kGrain, [&](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1 && same.load(std::memory_order_relaxed); i += kGrain) {
+      const int64_t len = std::min(kGrain, i1 - i);
+      if (std::memcmp(pa + i, pb + i, static_cast<size_t>(len)) != 0) {
+        same.store(false, std::memory_order_relaxed);
+      }
+    }
+  });
+  return same.load();
+}
+
+class Layouts {
+ public:
+  static Layouts& get() {
+    static Layouts* layouts = new Layouts();  // never destroyed: tensors may outlive exit order
+    return *layouts;
+  }
+
+  at::Tensor find_or_build(const at::Tensor& w, const std::array<int64_t, 4>& kind,
+                           const std::function<at::Tensor()>& build) {
+    if (cap_ == 0 || !w.is_contiguous() || w.numel() == 0) return build();
+    std::lock_guard<std::mutex> lock(mutex_);
+    for (auto it = entries_.begin(); it != entries_.end(); ++it) {
+      if (it->data != w.const_data_ptr() || it->dtype != w.scalar_type() || it->kind != kind ||
+          it->sizes != w.sizes().vec() || it->strides != w.strides().vec()) {
+        continue;
+      }
+      if (same_bytes(it->copy.const_data_ptr(), w.const_data_ptr(), w.nbytes())) {
+        ++hits_;
+        entries_.splice(entries_.begin(), entries_, it);  // most recent first
+        return it->layout;
+      }
+      bytes_ -= it->bytes();
+      entries_.erase(it);  // the weight changed: its old layout is of no use
+      break;
+    }
+    ++misses_;
+    Entry e{w.const_data_ptr(), w.sizes().vec(), w.strides().vec(), w.scalar_type(), kind,
+            w.clone(), build()};
+    if (e.bytes() > cap_) return e.layout;
+    bytes_ += e.bytes();
+    entries_.push_front(std::move(e));
+    while (bytes_ > cap_) {
+      bytes_ -= entries_.back().bytes();
+      entries_.pop_back();
+    }
+    return entries_.front().layout;
+  }
+
+  WeightLayoutStats stats() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return {bytes_, entries_.size(), hits_, misses_};
+  }
+
+  void empty() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    entries_.clear();
+    bytes_ = 0;
+  }
+
+ private:
+  Layouts() {
+    const char* v = std::getenv("LSTM_FUSED_CPU_CACHE_MB");
+    if (v != nullptr && v[0] != '\0') {
+      cap_ = std::min(cap_, static_cast<size_t>(std::strtoull(v, nullptr, 10)) << 20);
+    }
+  }
+
+  std::mutex mutex_;
+  std::list<Entry> entries_;
+  size_t cap_ = kMaxBytes;
+  size_t bytes_ = 0;
+  uint64_t hits_ = 0;
+  uint64_t misses_ = 0;
+};
+
+}  // namespace
+
+at::Tensor kept_layout(const at::Tensor& w, const std::array<int64_t, 4>& kind,
+                       const std::function<at::Tensor()>& build) {
+  return Layouts::get().find_or_build(w, kind, build);
+}
+
+WeightLayoutStats weight_layout_stats() { return Layouts::get().stats(); }
+
+void weight_layouts_empty() { Layouts::get().empty(); }
+
+}  // namespace lstm_fused
