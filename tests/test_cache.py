@@ -185,6 +185,7 @@ def _check_inference(ours, ref, x):
 
 @pytest.mark.parametrize("where", ["gemm", "step"])
 def test_layouts_kept_while_weights_hold_their_bytes(onednn, where):
+    lstm_fused.empty_cache()  # no record of earlier weights at these addresses
     ref = torch.nn.LSTM(48, 64)
     ours = lstm_fused.LSTM(48, 64)
     ours.load_state_dict(ref.state_dict())
@@ -218,3 +219,26 @@ def test_empty_cache_drops_the_kept_layouts(onednn):
     lstm_fused.empty_cache()
     stats = lstm_fused.cpu_cache_stats()
     assert stats["layout_entries"] == 0 and stats["layout_bytes"] == 0
+
+
+def test_weights_that_change_every_call_are_not_copied_every_call(onednn):
+    """Training: after two changes in a row, a weight's layout is built without keeping a
+    copy for its next lookups; the results still follow the new weights."""
+    lstm_fused.empty_cache()
+    ref = torch.nn.LSTM(40, 48)
+    ours = lstm_fused.LSTM(40, 48)
+    ours.load_state_dict(ref.state_dict())
+    opt_ref = torch.optim.SGD(ref.parameters(), lr=0.1)
+    opt_ours = torch.optim.SGD(ours.parameters(), lr=0.1)
+    x = torch.randn(7, 8, 40)
+    kept = []
+    for _ in range(6):
+        for m, opt in ((ref, opt_ref), (ours, opt_ours)):
+            opt.zero_grad()
+            m(x)[0].square().sum().backward()
+            opt.step()
+        kept.append(lstm_fused.cpu_cache_stats()["layout_entries"])
+    # the step's forward and backward layouts of W_hh are kept at first, then not any more
+    assert kept[0] > 0 and kept[-1] < kept[0], kept
+    for _ in range(3):
+        _check_inference(ours, ref, x)  # the latest weights, whether laid out afresh or kept

@@ -15,15 +15,28 @@ namespace lstm_fused {
 namespace {
 
 constexpr size_t kMaxBytes = size_t{256} << 20;
+constexpr size_t kMaxEntries = 256;
+// Entries not looked up in the latest kRecent lookups go: a model's calls look
+// up each of its weights a few times per call, so what stays is what the
+// recent calls used.
+constexpr uint64_t kRecent = 256;
+// A weight found changed at two lookups in a row (training) is not kept for
+// the next kSkips of its lookups, which then lay it out without copying it.
+constexpr int kSkips = 8;
 
 struct Entry {
   const void* data;
   std::vector<int64_t> sizes, strides;
   at::ScalarType dtype;
   std::array<int64_t, 4> kind;
-  at::Tensor copy;    // w's bytes when it was laid out
+  at::Tensor copy;    // w's bytes when it was laid out; undefined in a skip record
   at::Tensor layout;  // what build() made from them
-  size_t bytes() const { return copy.nbytes() + layout.nbytes(); }
+  int changes = 0;    // lookups in a row that found the weight changed
+  int skips = 0;      // a skip record's lookups left before w is kept again
+  uint64_t used = 0;  // the lookup that last found or made it
+  size_t bytes() const {
+    return (copy.defined() ? copy.nbytes() : 0) + (layout.defined() ? layout.nbytes() : 0);
+  }
 };
 
 // Whether a and b (n bytes each) are equal, on the intra-op threads: a
@@ -55,36 +68,51 @@ class Layouts {
                            const std::function<at::Tensor()>& build) {
     if (cap_ == 0 || !w.is_contiguous() || w.numel() == 0) return build();
     std::lock_guard<std::mutex> lock(mutex_);
+    ++lookups_;
+    while (!entries_.empty() && entries_.back().used + kRecent < lookups_) {
+      bytes_ -= entries_.back().bytes();
+      entries_.pop_back();
+    }
+    int changes = 0;
     for (auto it = entries_.begin(); it != entries_.end(); ++it) {
       if (it->data != w.const_data_ptr() || it->dtype != w.scalar_type() || it->kind != kind ||
           it->sizes != w.sizes().vec() || it->strides != w.strides().vec()) {
         continue;
       }
-      if (same_bytes(it->copy.const_data_ptr(), w.const_data_ptr(), w.nbytes())) {
+      entries_.splice(entries_.begin(), entries_, it);  // most recent first
+      it->used = lookups_;
+      if (!it->copy.defined()) {  // a skip record
+        ++misses_;
+        if (it->skips-- > 0) return build();
+        changes = 1;  // kept again: one more change makes it a record again
+      } else if (same_bytes(it->copy.const_data_ptr(), w.const_data_ptr(), w.nbytes())) {
         ++hits_;
-        entries_.splice(entries_.begin(), entries_, it);  // most recent first
+        it->changes = 0;
         return it->layout;
+      } else {
+        ++misses_;
+        changes = it->changes + 1;
       }
       bytes_ -= it->bytes();
-      entries_.erase(it);  // the weight changed: its old layout is of no use
-      break;
+      entries_.erase(it);
+      if (changes >= 2) {
+        insert(Entry{w.const_data_ptr(), w.sizes().vec(), w.strides().vec(), w.scalar_type(), kind,
+                     at::Tensor(), at::Tensor(), changes, kSkips});
+        return build();
+      }
+      return insert(Entry{w.const_data_ptr(), w.sizes().vec(), w.strides().vec(), w.scalar_type(),
+                          kind, w.clone(), build(), changes, 0});
     }
     ++misses_;
-    Entry e{w.const_data_ptr(), w.sizes().vec(), w.strides().vec(), w.scalar_type(), kind,
-            w.clone(), build()};
-    if (e.bytes() > cap_) return e.layout;
-    bytes_ += e.bytes();
-    entries_.push_front(std::move(e));
-    while (bytes_ > cap_) {
-      bytes_ -= entries_.back().bytes();
-      entries_.pop_back();
-    }
-    return entries_.front().layout;
+    return insert(Entry{w.const_data_ptr(), w.sizes().vec(), w.strides().vec(), w.scalar_type(), kind,
+                        w.clone(), build(), 0, 0});
   }
 
   WeightLayoutStats stats() {
     std::lock_guard<std::mutex> lock(mutex_);
-    return {bytes_, entries_.size(), hits_, misses_};
+    size_t kept = 0;
+    for (const auto& e : entries_) kept += e.copy.defined();
+    return {bytes_, kept, hits_, misses_};
   }
 
   void empty() {
@@ -101,12 +129,28 @@ class Layouts {
     }
   }
 
+  // Puts e first and returns its layout; least recently used entries out
+  // past the bounds (e itself when it alone exceeds the bytes).
+  at::Tensor insert(Entry e) {
+    at::Tensor layout = e.layout;
+    if (e.bytes() > cap_) return layout;
+    e.used = lookups_;
+    bytes_ += e.bytes();
+    entries_.push_front(std::move(e));
+    while (bytes_ > cap_ || entries_.size() > kMaxEntries) {
+      bytes_ -= entries_.back().bytes();
+      entries_.pop_back();
+    }
+    return layout;
+  }
+
   std::mutex mutex_;
   std::list<Entry> entries_;
   size_t cap_ = kMaxBytes;
   size_t bytes_ = 0;
   uint64_t hits_ = 0;
   uint64_t misses_ = 0;
+  uint64_t lookups_ = 0;
 };
 
 }  // namespace

@@ -7,11 +7,14 @@
 // the weight with a copy taken then. A version counter would not do:
 // parameters changed through .data, or by code outside autograd, keep theirs.
 // The comparison reads the weight and the copy (2-4x cheaper than laying out);
-// a weight that changed between calls (training) costs that copy once more.
+// a weight that changed between calls costs that copy once more. One found
+// changed twice in a row (training) is laid out without a copy for its next
+// lookups, then tried again.
 //
-// Bounded like the buffer cache (host_pool.h): at most kMaxBytes (copies and
-// layouts together), least recently used out first; LSTM_FUSED_CPU_CACHE_MB
-// caps it lower (0 keeps nothing); lstm_fused.empty_cache() empties it.
+// Bounded by what recent calls used: an entry not looked up in the latest 256
+// lookups goes; and at most 256 MB (copies and layouts together), least
+// recently used out first; LSTM_FUSED_CPU_CACHE_MB caps it lower (0 keeps
+// nothing); lstm_fused.empty_cache() empties it.
 #include <ATen/ATen.h>
 
 #include <array>
@@ -30,7 +33,7 @@ at::Tensor kept_layout(const at::Tensor& w, const std::array<int64_t, 4>& kind,
 
 struct WeightLayoutStats {
   size_t bytes = 0;  // copies and layouts kept
-  size_t entries = 0;
+  size_t entries = 0;  // layouts kept (not counting weights skipped as changing)
   uint64_t hits = 0;    // lookups that found their layout
   uint64_t misses = 0;  // lookups that built it
 };
