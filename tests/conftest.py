@@ -56,6 +56,15 @@ def cell_pair(I, H, bias, dtype):
     return ref.to(dtype), ours.to(dtype), ref64
 
 
+@pytest.fixture
+def onednn():
+    """Layers run on the onednn engine (oneDNN's brgemm micro-kernel) in float32."""
+    if not lstm_fused.cpu_engine_available("onednn", torch.float32):
+        pytest.skip("the onednn engine does not run float32 on this CPU")
+    with lstm_fused.use_cpu_engine("onednn"):
+        yield
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(1234)

@@ -161,15 +161,7 @@ def test_environment_caps_the_cache(value):
 
 
 # Weight layouts kept from call to call (csrc/cpu/weight_layouts_cpu.h): the
-# micro-kernel engine's, float32 here.
-@pytest.fixture
-def onednn():
-    if not lstm_fused.cpu_engine_available("onednn", torch.float32):
-        pytest.skip("the onednn engine does not run float32 on this CPU")
-    with lstm_fused.use_cpu_engine("onednn"):
-        yield
-
-
+# micro-kernel engine's (the onednn fixture of conftest), float32 here.
 def _layouts():
     s = lstm_fused.cpu_cache_stats()
     return s["layout_hits"], s["layout_misses"]

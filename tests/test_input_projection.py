@@ -16,14 +16,6 @@ def in_steps_since(before):
     return {k: now[k] - before[k] for k in now}
 
 
-@pytest.fixture
-def onednn():
-    if not lstm_fused.cpu_engine_available("onednn", torch.float32):
-        pytest.skip("the onednn engine does not run float32 on this CPU")
-    with lstm_fused.use_cpu_engine("onednn"):
-        yield
-
-
 @pytest.mark.parametrize("where", ["gemm", "step"])
 @pytest.mark.parametrize("grad", [False, True], ids=["inference", "grad"])
 @pytest.mark.parametrize(

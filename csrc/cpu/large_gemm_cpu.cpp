@@ -62,6 +62,12 @@ at::Tensor first_rows(const at::Tensor& t, int64_t rows) {
   return t.stride(0) == 1 && t.size(1) > 1 ? s.t().contiguous().t() : s.contiguous();
 }
 
+// The power of two at or below M (at least 1): calls whose rows differ by
+// less than 2x share a timed choice.
+int64_t rows_class(int64_t M) {
+  return int64_t{1} << (63 - __builtin_clzll(static_cast<uint64_t>(std::max<int64_t>(M, 1))));
+}
+
 // A small product checked against float64: oneDNN's matmul throws where the
 // CPU lacks what it needs for a type (float16 without AVX512_FP16 or
 // AVX_NE_CONVERT, as on AMD Zen 4) or a build leaves it out.
@@ -106,9 +112,7 @@ void large_mm_out_cpu(at::Tensor& out, const at::Tensor& a, const at::Tensor& b,
     engines.insert(native ? engines.begin() : engines.end(), CpuEngine::Onednn);
   }
   const int64_t M = a.size(0);
-  const EngineKey key{EngineUse::LargeGemm, t,
-                      int64_t{1} << (63 - __builtin_clzll(std::max<int64_t>(M, 1))), b.size(1),
-                      a.size(1), false};
+  const EngineKey key{EngineUse::LargeGemm, t, rows_class(M), b.size(1), a.size(1), false};
   // A pinned onednn_linear takes its library (oneDNN) for these too.
   const bool linear = pinned_cpu_engine() == CpuEngine::OnednnLinear &&
                       std::find(engines.begin(), engines.end(), CpuEngine::Onednn) != engines.end();
@@ -167,15 +171,14 @@ void blocks_mm_out(at::Tensor& out, const at::Tensor& x, const at::Tensor& w) {
 void projection_out_cpu(at::Tensor& out, const at::Tensor& x, const at::Tensor& w,
                         bool weight_kept, bool counted) {
   const auto wt = w.t();
-  if (!weight_kept || at::globalContext().deterministicAlgorithms() || out.scalar_type() != at::kFloat || x.scalar_type() != at::kFloat ||
-      !w.is_contiguous() || !out.is_contiguous() || x.size(0) == 0 ||
-      !brgemm_usable(at::kFloat, w.size(0), w.size(1))) {
+  if (!weight_kept || at::globalContext().deterministicAlgorithms() ||
+      out.scalar_type() != at::kFloat || x.scalar_type() != at::kFloat || !w.is_contiguous() ||
+      !out.is_contiguous() || x.size(0) == 0 || !brgemm_usable(at::kFloat, w.size(0), w.size(1))) {
     large_mm_out_cpu(out, x, wt, counted);
     return;
   }
   const int64_t M = x.size(0);
-  const auto key = std::make_tuple(int64_t{1} << (63 - __builtin_clzll(static_cast<uint64_t>(M))),
-                                   w.size(0), w.size(1), at::get_num_threads());
+  const auto key = std::make_tuple(rows_class(M), w.size(0), w.size(1), at::get_num_threads());
   std::optional<bool> blocks;
   if (const int pin = g_projection_pin.load(std::memory_order_relaxed); pin != 0) {
     blocks = pin == 2;
@@ -196,7 +199,7 @@ void projection_out_cpu(at::Tensor& out, const at::Tensor& x, const at::Tensor& 
     const int64_t rows = std::min<int64_t>(
         M, std::max<int64_t>(256, (int64_t{1} << 30) / std::max<int64_t>(1, w.numel())));
     auto o = at::empty({rows, out.size(1)}, out.options());
-    const auto xr = x.narrow(0, 0, rows).contiguous();
+    const auto xr = first_rows(x, rows);
     // the warmup round lays w out (and keeps it), as the call's first run does
     const auto t = median_seconds({{[&] { large_mm_out_cpu(o, xr, wt, /*counted=*/false); }, 1},
                                    {[&] { blocks_mm_out(o, xr, w); }, 1}},

@@ -73,21 +73,26 @@ class Layouts {
       bytes_ -= entries_.back().bytes();
       entries_.pop_back();
     }
-    int changes = 0;
-    for (auto it = entries_.begin(); it != entries_.end(); ++it) {
-      if (it->data != w.const_data_ptr() || it->dtype != w.scalar_type() || it->kind != kind ||
-          it->sizes != w.sizes().vec() || it->strides != w.strides().vec()) {
-        continue;
-      }
-      entries_.splice(entries_.begin(), entries_, it);  // most recent first
+    const auto it = std::find_if(entries_.begin(), entries_.end(), [&](const Entry& e) {
+      return e.data == w.const_data_ptr() && e.dtype == w.scalar_type() && e.kind == kind &&
+             w.sizes() == at::IntArrayRef(e.sizes) && w.strides() == at::IntArrayRef(e.strides);
+    });
+    int changes = 0;  // the new entry's
+    if (it == entries_.end()) {
+      ++misses_;
+    } else {
       it->used = lookups_;
       if (!it->copy.defined()) {  // a skip record
         ++misses_;
-        if (it->skips-- > 0) return build();
+        if (it->skips-- > 0) {
+          entries_.splice(entries_.begin(), entries_, it);  // most recent first
+          return build();
+        }
         changes = 1;  // kept again: one more change makes it a record again
       } else if (same_bytes(it->copy.const_data_ptr(), w.const_data_ptr(), w.nbytes())) {
         ++hits_;
         it->changes = 0;
+        entries_.splice(entries_.begin(), entries_, it);
         return it->layout;
       } else {
         ++misses_;
@@ -95,17 +100,17 @@ class Layouts {
       }
       bytes_ -= it->bytes();
       entries_.erase(it);
-      if (changes >= 2) {
-        insert(Entry{w.const_data_ptr(), w.sizes().vec(), w.strides().vec(), w.scalar_type(), kind,
-                     at::Tensor(), at::Tensor(), changes, kSkips});
-        return build();
-      }
-      return insert(Entry{w.const_data_ptr(), w.sizes().vec(), w.strides().vec(), w.scalar_type(),
-                          kind, w.clone(), build(), changes, 0});
     }
-    ++misses_;
-    return insert(Entry{w.const_data_ptr(), w.sizes().vec(), w.strides().vec(), w.scalar_type(), kind,
-                        w.clone(), build(), 0, 0});
+    Entry e{w.const_data_ptr(), w.sizes().vec(), w.strides().vec(), w.scalar_type(), kind};
+    e.changes = changes;
+    if (changes >= 2) {
+      e.skips = kSkips;
+      insert(std::move(e));
+      return build();
+    }
+    e.copy = w.clone();
+    e.layout = build();
+    return insert(std::move(e));
   }
 
   WeightLayoutStats stats() {
