@@ -96,7 +96,7 @@ def cpu_engine_available(name: str, dtype: torch.dtype) -> bool:
 def cpu_engine_choices() -> list:
     """The choices timed so far in this process, one line each."""
     return (list(_C_ops._cpu_engine_choices()) + list(_C_ops._cpu_input_projection_choices())
-            + list(_C_ops._cpu_projection_choices()))
+            + list(_C_ops._cpu_block_choices()))
 
 
 set_path(os.environ.get("LSTM_FUSED_PATH", "auto"))

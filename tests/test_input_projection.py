@@ -128,34 +128,54 @@ def test_inference_in_steps_takes_no_gates_buffer(onednn):
 
 
 @pytest.fixture
-def projection_pin():
-    """Pins where an inference's projection before the loop runs (0 timed, 1 the
-    large GEMM, 2 oneDNN's brgemm over W_ih's kept blocks), and unpins after."""
-    yield torch.ops.lstm_fused._cpu_pin_projection
-    torch.ops.lstm_fused._cpu_pin_projection(0)
+def blocks_pin():
+    """Pins where the float products that may run on oneDNN's brgemm over column
+    blocks run (0 timed, 1 the library, 2 the blocks), and unpins after."""
+    yield torch.ops.lstm_fused._cpu_pin_blocks
+    torch.ops.lstm_fused._cpu_pin_blocks(0)
+
+
+def block_runs():
+    """Products run on the blocks: [an inference's projection on W_ih's kept
+    blocks, a product with a dense right operand (dx = dgates · W_ih)]."""
+    return list(torch.ops.lstm_fused._cpu_block_runs())
 
 
 @pytest.mark.parametrize("pin", [1, 2], ids=["large-gemm", "kept-blocks"])
 @pytest.mark.parametrize("I,H,B,T", [(48, 64, 8, 12), (72, 32, 3, 40)], ids=["plain", "odd-rows"])
-def test_projection_before_the_loop_forced(onednn, projection_pin, pin, I, H, B, T):
+def test_projection_before_the_loop_forced(onednn, blocks_pin, pin, I, H, B, T):
     """An inference's projection before the loop on each way, the second call too (its
     layout kept), against nn.LSTM and float64; the kept blocks run only when pinned."""
-    projection_pin(pin)
+    blocks_pin(pin)
     ref, ours, ref64 = make_pair(torch.float32, input_size=I, hidden_size=H)
     x = torch.randn(T, B, I, dtype=torch.float64)
-    runs = torch.ops.lstm_fused._cpu_projection_block_runs()
+    runs = block_runs()
     with lstm_fused.use_cpu_input_projection("gemm"), torch.no_grad():
         for _ in range(2):
             got = ours(x.float())[0]
             want, exact = ref(x.float())[0], ref64(x)[0]
             assert_close_to_reference(got, want, exact, torch.float32, "output")
-    assert torch.ops.lstm_fused._cpu_projection_block_runs() - runs == (2 if pin == 2 else 0)
+    assert block_runs()[0] - runs[0] == (2 if pin == 2 else 0)
 
 
-def test_training_keeps_the_large_gemm(onednn, projection_pin):
-    projection_pin(2)
-    ours = lstm_fused.LSTM(24, 32)
-    runs = torch.ops.lstm_fused._cpu_projection_block_runs()
-    with lstm_fused.use_cpu_input_projection("gemm"):
-        ours(torch.randn(10, 8, 24, requires_grad=True))[0].sum().backward()
-    assert torch.ops.lstm_fused._cpu_projection_block_runs() == runs
+@pytest.mark.parametrize("pin", [1, 2], ids=["large-gemm", "blocks"])
+@pytest.mark.parametrize("I,H,B,T", [(32, 32, 8, 12), (48, 64, 3, 40), (32, 528, 3, 6)],
+                         ids=["plain", "odd-rows", "K-chunks"])
+def test_input_gradient_forced(onednn, blocks_pin, pin, I, H, B, T):
+    """dx = dgates · W_ih (K = 4H) on each way, against nn.LSTM and float64; H = 528
+    runs K in three chunks. A training step projects on the library (its W_ih
+    changes every step), and dx runs on the blocks only when pinned."""
+    blocks_pin(pin)
+    ref, ours, ref64 = make_pair(torch.float32, input_size=I, hidden_size=H)
+    x = torch.randn(T, B, I, dtype=torch.float64)
+    xs = [x.float().requires_grad_(), x.float().requires_grad_(), x.clone().requires_grad_()]
+    weights = torch.randn(T, B, H, dtype=torch.float64)
+    runs = block_runs()
+    for model, xi in zip((ours, ref, ref64), xs):
+        out = model(xi)[0]
+        (out * weights.to(out.dtype)).sum().backward()
+    assert block_runs()[0] == runs[0]
+    assert block_runs()[1] - runs[1] == (1 if pin == 2 else 0)
+    assert_close_to_reference(xs[0].grad, xs[1].grad, xs[2].grad, torch.float32, "dx")
+    assert_close_to_reference(ours.weight_ih_l0.grad, ref.weight_ih_l0.grad,
+                              ref64.weight_ih_l0.grad, torch.float32, "dW_ih")

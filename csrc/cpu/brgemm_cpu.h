@@ -70,6 +70,13 @@ class BrgemmBlocks {
     at::native::cpublas::brgemm(m, width_, k_, lda, width_, ldc, add, a, b, c, vnni_);
   }
 
+  // As run, over rows [k0, k0 + k) of block j, a pointing at column k0 of its rows.
+  void run_chunk(int64_t j, int64_t m, int64_t k0, int64_t k, const scalar_t* a, int64_t lda,
+                 float* c, int64_t ldc, bool add) const {
+    const scalar_t* b = packed_.data_ptr<scalar_t>() + (j * k_ + k0) * width_;
+    at::native::cpublas::brgemm(m, width_, k, lda, width_, ldc, add, a, b, c, vnni_);
+  }
+
   // After a thread's last block of a step (AMX keeps tile state per thread).
   void release() const { at::native::cpublas::brgemm_release(vnni_); }
 

@@ -188,7 +188,7 @@ void clear_cpu_engine_choices() {
     g_chosen.clear();
   }
   clear_input_projection_choices();
-  clear_projection_choices();
+  clear_block_choices();
 }
 
 // Whether `engine` can run layers of `dtype` on this CPU and build (shapes

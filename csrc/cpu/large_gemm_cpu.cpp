@@ -97,7 +97,10 @@ bool onednn_matmul_usable(at::ScalarType dtype) {
   }
 }
 
-void large_mm_out_cpu(at::Tensor& out, const at::Tensor& a, const at::Tensor& b, bool counted) {
+namespace {
+
+// out = a · b on the library chosen for (dtype, rows class, N, K).
+void library_mm_out(at::Tensor& out, const at::Tensor& a, const at::Tensor& b, bool counted) {
   const auto t = out.scalar_type();
   if (t == at::kDouble) {
     at::mm_out(out, a, b);
@@ -136,115 +139,153 @@ void large_mm_out_cpu(at::Tensor& out, const at::Tensor& a, const at::Tensor& b,
   run(*e, out, a, b, counted);
 }
 
-namespace {
+// Where brgemm over a weight's column blocks is timed against the library's
+// GEMM: an inference's input projection on W_ih's kept blocks, or a product
+// whose right operand b (K, N) is dense (dx = dgates · W_ih), laid out per
+// call by copying runs of b's rows (~0.1 ms per 4 MiB).
+enum class BlocksUse : int { KeptWeight = 0, DenseB = 1, kCount };
 
-// (rows class, N, K, threads) -> whether the kept blocks ran faster.
-std::mutex g_projection_mutex;
-std::map<std::tuple<int64_t, int64_t, int64_t, int>, bool> g_projection_blocks;
-// Test hooks: 0 times the choice, 1 pins the large GEMM, 2 the kept blocks;
-// and the products that ran on the kept blocks.
-std::atomic<int> g_projection_pin{0};
-std::atomic<int64_t> g_projection_block_runs{0};
+// (use, rows class, N, K, threads) -> whether the blocks ran faster.
+std::mutex g_blocks_mutex;
+std::map<std::tuple<int, int64_t, int64_t, int64_t, int>, bool> g_blocks;
+// Test hooks: 0 times the choice, 1 pins the library, 2 the blocks; and the
+// products that ran on the blocks, per use.
+std::atomic<int> g_blocks_pin{0};
+std::array<std::atomic<int64_t>, static_cast<int>(BlocksUse::kCount)> g_block_runs{};
 
-// out (M, N) = x · wᵀ on w's kept column blocks: each thread takes a share of
-// the blocks (a block, K x 64 floats, stays in its L2) and runs every row
-// through it, 64 rows per brgemm call.
+// out (M, N) = x · wᵀ on w's column blocks: each thread takes a share of the
+// blocks and runs every row through them, 64 rows per brgemm call. Beyond
+// K = 2048, K in chunks of 1024 that accumulate, so that a block's chunk
+// stays in L2 (AMD EPYC, 2 threads, 800 x 4096 · 4096 x 1024: 32.4 ms
+// against 53 ms unchunked; bench/NOTES.md v20).
 void blocks_mm_out(at::Tensor& out, const at::Tensor& x, const at::Tensor& w) {
   const BrgemmBlocks<float> blocks(w, brgemm_block(w.size(0)), 0, /*vnni=*/false);
-  const auto xc = x.stride(1) == 1 ? x : x.contiguous();
-  const int64_t M = xc.size(0), lda = xc.stride(0), N = out.size(1), nb = blocks.width();
+  const int64_t M = x.size(0), K = x.size(1), lda = x.stride(0), N = out.size(1);
+  const int64_t nb = blocks.width(), kc = K > 2048 ? 1024 : K;
   constexpr int64_t kRows = 64;
-  const float* a = xc.const_data_ptr<float>();
+  const float* a = x.const_data_ptr<float>();
   float* c = out.mutable_data_ptr<float>();
   at::parallel_for(0, blocks.blocks(), 1, [&](int64_t j0, int64_t j1) {
-    for (int64_t r = 0; r < M; r += kRows) {
-      for (int64_t j = j0; j < j1; ++j) {
-        blocks.run(j, std::min(kRows, M - r), a + r * lda, lda, c + r * N + j * nb, N, false);
+    for (int64_t k0 = 0; k0 < K; k0 += kc) {
+      const int64_t kk = std::min(kc, K - k0);
+      for (int64_t r = 0; r < M; r += kRows) {
+        for (int64_t j = j0; j < j1; ++j) {
+          blocks.run_chunk(j, std::min(kRows, M - r), k0, kk, a + r * lda + k0, lda,
+                           c + r * N + j * nb, N, k0 > 0);
+        }
       }
     }
     blocks.release();
   });
 }
 
-}  // namespace
+// Whether the blocks can run out (M, N) = x · wᵀ for w (N, K): float, x with
+// dense rows, N in blocks of 16 columns; deterministic algorithms keep the
+// library.
+bool blocks_usable(const at::Tensor& out, const at::Tensor& x, const at::Tensor& w) {
+  return !at::globalContext().deterministicAlgorithms() && out.scalar_type() == at::kFloat &&
+         x.scalar_type() == at::kFloat && w.scalar_type() == at::kFloat && out.is_contiguous() &&
+         x.stride(1) == 1 && x.size(0) > 0 && brgemm_usable(at::kFloat, w.size(0), w.size(1));
+}
 
-void projection_out_cpu(at::Tensor& out, const at::Tensor& x, const at::Tensor& w,
-                        bool weight_kept, bool counted) {
-  const auto wt = w.t();
-  if (!weight_kept || at::globalContext().deterministicAlgorithms() ||
-      out.scalar_type() != at::kFloat || x.scalar_type() != at::kFloat || !w.is_contiguous() ||
-      !out.is_contiguous() || x.size(0) == 0 || !brgemm_usable(at::kFloat, w.size(0), w.size(1))) {
-    large_mm_out_cpu(out, x, wt, counted);
-    return;
-  }
+// Whether out = x · wᵀ runs on w's blocks: as the test hook pins it, the
+// library under a pinned engine, else timed once per (use, rows class, N, K,
+// threads) against library(o, x's first rows).
+bool blocks_chosen(BlocksUse use, const at::Tensor& out, const at::Tensor& x, const at::Tensor& w,
+                   const std::function<void(at::Tensor&, const at::Tensor&)>& library) {
+  if (const int pin = g_blocks_pin.load(std::memory_order_relaxed); pin != 0) return pin == 2;
+  if (pinned_cpu_engine() != CpuEngine::Auto) return false;  // settled without timing
   const int64_t M = x.size(0);
-  const auto key = std::make_tuple(rows_class(M), w.size(0), w.size(1), at::get_num_threads());
-  std::optional<bool> blocks;
-  if (const int pin = g_projection_pin.load(std::memory_order_relaxed); pin != 0) {
-    blocks = pin == 2;
-  } else if (pinned_cpu_engine() != CpuEngine::Auto) {
-    blocks = false;  // a pinned engine settles the call without timing
+  const auto key = std::make_tuple(static_cast<int>(use), rows_class(M), w.size(0), w.size(1),
+                                   at::get_num_threads());
+  {
+    std::lock_guard<std::mutex> lock(g_blocks_mutex);
+    if (const auto it = g_blocks.find(key); it != g_blocks.end()) return it->second;
   }
-  if (!blocks) {
-    std::lock_guard<std::mutex> lock(g_projection_mutex);
-    if (const auto it = g_projection_blocks.find(key); it != g_projection_blocks.end()) {
-      blocks = it->second;
-    }
-  }
-  if (!blocks) {
-    // ~2^30 multiply-adds of rows, twice what large_mm_out_cpu times on: each
-    // call on the kept blocks first compares the weight with its copy, which
-    // on fewer rows weighs more than in the call (AMD EPYC, N = 2048, K = 512,
-    // 2 threads: the blocks 1.5% faster on 512 rows, 4.5% on 800).
-    const int64_t rows = std::min<int64_t>(
-        M, std::max<int64_t>(256, (int64_t{1} << 30) / std::max<int64_t>(1, w.numel())));
-    auto o = at::empty({rows, out.size(1)}, out.options());
-    const auto xr = first_rows(x, rows);
-    // the warmup round lays w out (and keeps it), as the call's first run does
-    const auto t = median_seconds({{[&] { large_mm_out_cpu(o, xr, wt, /*counted=*/false); }, 1},
-                                   {[&] { blocks_mm_out(o, xr, w); }, 1}},
-                                  /*warmup=*/1, /*min_rounds=*/7);
-    blocks = t[1] < t[0];
-    std::lock_guard<std::mutex> lock(g_projection_mutex);
-    g_projection_blocks[key] = *blocks;
-  }
-  if (!*blocks) {
-    large_mm_out_cpu(out, x, wt, counted);
-    return;
-  }
+  // ~2^30 multiply-adds of rows, twice what large_mm_out_cpu times on: each
+  // call on the kept blocks first compares the weight with its copy, which
+  // on fewer rows weighs more than in the call (AMD EPYC, N = 2048, K = 512,
+  // 2 threads: the blocks 1.5% faster on 512 rows, 4.5% on 800).
+  const int64_t rows = std::min<int64_t>(
+      M, std::max<int64_t>(256, (int64_t{1} << 30) / std::max<int64_t>(1, w.numel())));
+  auto o = at::empty({rows, out.size(1)}, out.options());
+  const auto xr = first_rows(x, rows);
+  // the warmup round lays w out (and keeps it), as the call's first run does
+  const auto t = median_seconds({{[&] { library(o, xr); }, 1}, {[&] { blocks_mm_out(o, xr, w); }, 1}},
+                                /*warmup=*/1, /*min_rounds=*/7);
+  const bool blocks = t[1] < t[0];
+  std::lock_guard<std::mutex> lock(g_blocks_mutex);
+  g_blocks[key] = blocks;
+  return blocks;
+}
+
+void run_blocks(BlocksUse use, at::Tensor& out, const at::Tensor& x, const at::Tensor& w,
+                bool counted) {
   if (counted) {
     count_cpu_large_gemm(CpuEngine::Onednn);
-    g_projection_block_runs.fetch_add(1, std::memory_order_relaxed);
+    g_block_runs[static_cast<int>(use)].fetch_add(1, std::memory_order_relaxed);
   }
   blocks_mm_out(out, x, w);
 }
 
-std::vector<std::string> projection_choices() {
-  std::lock_guard<std::mutex> lock(g_projection_mutex);
+}  // namespace
+
+void large_mm_out_cpu(at::Tensor& out, const at::Tensor& a, const at::Tensor& b, bool counted) {
+  const auto w = b.t();
+  if (b.is_contiguous() && blocks_usable(out, a, w) &&
+      blocks_chosen(BlocksUse::DenseB, out, a, w,
+                    [&](at::Tensor& o, const at::Tensor& x) { library_mm_out(o, x, b, false); })) {
+    run_blocks(BlocksUse::DenseB, out, a, w, counted);
+    return;
+  }
+  library_mm_out(out, a, b, counted);
+}
+
+void projection_out_cpu(at::Tensor& out, const at::Tensor& x, const at::Tensor& w,
+                        bool weight_kept, bool counted) {
+  const auto wt = w.t();
+  if (weight_kept && w.is_contiguous() && blocks_usable(out, x, w) &&
+      blocks_chosen(BlocksUse::KeptWeight, out, x, w, [&](at::Tensor& o, const at::Tensor& xr) {
+        library_mm_out(o, xr, wt, false);
+      })) {
+    run_blocks(BlocksUse::KeptWeight, out, x, w, counted);
+    return;
+  }
+  large_mm_out_cpu(out, x, wt, counted);
+}
+
+std::vector<std::string> block_choices() {
+  std::lock_guard<std::mutex> lock(g_blocks_mutex);
   std::vector<std::string> out;
-  for (const auto& [k, blocks] : g_projection_blocks) {
-    const auto& [M, N, K, threads] = k;
-    out.push_back("projection Float B=" + std::to_string(M) + " N=" + std::to_string(N) +
-                  " K=" + std::to_string(K) + " threads=" + std::to_string(threads) + " -> " +
-                  (blocks ? "onednn kept blocks" : "large GEMM"));
+  for (const auto& [k, blocks] : g_blocks) {
+    const auto& [use, M, N, K, threads] = k;
+    const bool kept = use == static_cast<int>(BlocksUse::KeptWeight);
+    out.push_back(std::string(kept ? "projection" : "dense-weight GEMM") + " Float B=" +
+                  std::to_string(M) + " N=" + std::to_string(N) + " K=" + std::to_string(K) +
+                  " threads=" + std::to_string(threads) + " -> " +
+                  (blocks ? (kept ? "onednn kept blocks" : "onednn blocks") : "large GEMM"));
   }
   return out;
 }
 
-void clear_projection_choices() {
-  std::lock_guard<std::mutex> lock(g_projection_mutex);
-  g_projection_blocks.clear();
+void clear_block_choices() {
+  std::lock_guard<std::mutex> lock(g_blocks_mutex);
+  g_blocks.clear();
 }
 
 TORCH_LIBRARY_FRAGMENT(lstm_fused, m) {
   m.def("_cpu_onednn_matmul_usable(ScalarType dtype) -> bool", &onednn_matmul_usable);
-  m.def("_cpu_projection_choices() -> str[]", &projection_choices);
-  m.def("_cpu_pin_projection(int mode) -> ()", [](int64_t mode) {
-    TORCH_CHECK(mode >= 0 && mode <= 2, "lstm_fused: projection mode must be 0, 1 or 2");
-    g_projection_pin.store(static_cast<int>(mode), std::memory_order_relaxed);
+  m.def("_cpu_block_choices() -> str[]", &block_choices);
+  m.def("_cpu_pin_blocks(int mode) -> ()", [](int64_t mode) {
+    TORCH_CHECK(mode >= 0 && mode <= 2, "lstm_fused: blocks mode must be 0, 1 or 2");
+    g_blocks_pin.store(static_cast<int>(mode), std::memory_order_relaxed);
   });
-  m.def("_cpu_projection_block_runs() -> int",
-        [] { return g_projection_block_runs.load(std::memory_order_relaxed); });
+  // [on W_ih's kept blocks (inference projections), on a dense b's blocks]
+  m.def("_cpu_block_runs() -> int[]", [] {
+    std::vector<int64_t> runs;
+    for (const auto& r : g_block_runs) runs.push_back(r.load(std::memory_order_relaxed));
+    return runs;
+  });
 }
 
 }  // namespace lstm_fused

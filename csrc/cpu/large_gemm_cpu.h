@@ -19,6 +19,11 @@ namespace lstm_fused {
 
 // out (M, N) = a (M, K) · b (K, N); out dense, a and b any strides; float,
 // bfloat16 or float16 on the chosen library, or double (always on torch.mm).
+// A float product whose b is dense and a has dense rows (dx = dgates · W_ih)
+// may also run as oneDNN's brgemm over b's column blocks, laid out in the
+// call, timed once per (rows class, N, K, threads) against the library
+// (AMD EPYC, 2 threads, 800 x 2048 · 2048 x 512: 7.8-8.8 against
+// 8.8-9.4 ms; bench/NOTES.md v20) and counted as onednn.
 // counted: in cpu_large_gemm_counts (not when only timed).
 void large_mm_out_cpu(at::Tensor& out, const at::Tensor& a, const at::Tensor& b,
                       bool counted = true);
@@ -28,15 +33,16 @@ void large_mm_out_cpu(at::Tensor& out, const at::Tensor& a, const at::Tensor& b,
 // next call (an inference), so its micro-kernel layout is worth keeping
 // (weight_layouts_cpu.h): then a float product may also run as oneDNN's
 // brgemm over w's kept column blocks, timed once per (rows class, N, K,
-// threads) against large_mm_out_cpu (AMD EPYC, (800 x 512)·(512 x 2048):
+// threads) against the library (AMD EPYC, (800 x 512)·(512 x 2048):
 // 8.2 against 9.0-9.5 ms on 2 threads; bench/NOTES.md v19), and counted as
-// onednn. Pinned engines and deterministic algorithms keep large_mm_out_cpu.
+// onednn. Pinned engines and deterministic algorithms keep the library.
 void projection_out_cpu(at::Tensor& out, const at::Tensor& x, const at::Tensor& w,
                         bool weight_kept, bool counted = true);
 
-// The timed choices of projection_out_cpu, one line each; and forgetting them.
-std::vector<std::string> projection_choices();
-void clear_projection_choices();
+// The timed choices between the library and the blocks, one line each; and
+// forgetting them.
+std::vector<std::string> block_choices();
+void clear_block_choices();
 
 // Whether oneDNN's matmul runs `dtype` on this CPU: a probe product per
 // type, once (float16 needs AVX512_FP16 or AVX_NE_CONVERT).
