@@ -137,7 +137,8 @@ def blocks_pin():
 
 def block_runs():
     """Products run on the blocks: [an inference's projection on W_ih's kept
-    blocks, a product with a dense right operand (dx = dgates · W_ih)]."""
+    blocks, a product with a dense right operand (dx = dgates · W_ih), the same
+    with the left one stored transposed (dW = dgatesᵀ · x)]."""
     return list(torch.ops.lstm_fused._cpu_block_runs())
 
 
@@ -161,10 +162,11 @@ def test_projection_before_the_loop_forced(onednn, blocks_pin, pin, I, H, B, T):
 @pytest.mark.parametrize("pin", [1, 2], ids=["large-gemm", "blocks"])
 @pytest.mark.parametrize("I,H,B,T", [(32, 32, 8, 12), (48, 64, 3, 40), (32, 528, 3, 6)],
                          ids=["plain", "odd-rows", "K-chunks"])
-def test_input_gradient_forced(onednn, blocks_pin, pin, I, H, B, T):
-    """dx = dgates · W_ih (K = 4H) on each way, against nn.LSTM and float64; H = 528
-    runs K in three chunks. A training step projects on the library (its W_ih
-    changes every step), and dx runs on the blocks only when pinned."""
+def test_gradient_gemms_forced(onednn, blocks_pin, pin, I, H, B, T):
+    """dx = dgates · W_ih (K = 4H) and dW = dgatesᵀ · (x, h) on each way, against
+    nn.LSTM and float64; H = 528 runs dx's K in three chunks. A training step
+    projects on the library (its W_ih changes every step); dx and dW run on the
+    blocks only when pinned."""
     blocks_pin(pin)
     ref, ours, ref64 = make_pair(torch.float32, input_size=I, hidden_size=H)
     x = torch.randn(T, B, I, dtype=torch.float64)
@@ -174,8 +176,11 @@ def test_input_gradient_forced(onednn, blocks_pin, pin, I, H, B, T):
     for model, xi in zip((ours, ref, ref64), xs):
         out = model(xi)[0]
         (out * weights.to(out.dtype)).sum().backward()
-    assert block_runs()[0] == runs[0]
-    assert block_runs()[1] - runs[1] == (1 if pin == 2 else 0)
+    after = block_runs()
+    assert after[0] == runs[0]
+    assert after[1] - runs[1] == (1 if pin == 2 else 0)
+    assert after[2] - runs[2] == (2 if pin == 2 else 0)
     assert_close_to_reference(xs[0].grad, xs[1].grad, xs[2].grad, torch.float32, "dx")
-    assert_close_to_reference(ours.weight_ih_l0.grad, ref.weight_ih_l0.grad,
-                              ref64.weight_ih_l0.grad, torch.float32, "dW_ih")
+    for name in ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0"):
+        assert_close_to_reference(getattr(ours, name).grad, getattr(ref, name).grad,
+                                  getattr(ref64, name).grad, torch.float32, name)

@@ -3,6 +3,8 @@
 
 #include "brgemm_cpu.h"
 #include "engine_cpu.h"
+#include "host_pool.h"
+#include "transpose_cpu.h"
 
 #include <torch/library.h>
 
@@ -141,9 +143,38 @@ void library_mm_out(at::Tensor& out, const at::Tensor& a, const at::Tensor& b, b
 
 // Where brgemm over a weight's column blocks is timed against the library's
 // GEMM: an inference's input projection on W_ih's kept blocks, or a product
-// whose right operand b (K, N) is dense (dx = dgates · W_ih), laid out per
-// call by copying runs of b's rows (~0.1 ms per 4 MiB).
-enum class BlocksUse : int { KeptWeight = 0, DenseB = 1, kCount };
+// whose right operand b (K, N) is dense, laid out per call by copying runs of
+// b's rows (~0.1 ms per 4 MiB): with a's rows dense (dx = dgates · W_ih), or
+// a stored transposed (dW = dgatesᵀ · x), which the call transposes first
+// (~0.4 ms per 6 MiB on 2 threads) since brgemm reads a's rows.
+enum class BlocksUse : int { KeptWeight = 0, DenseB = 1, DenseBTransposedA = 2, kCount };
+
+// a is stored as its transpose: aᵀ dense.
+bool stored_transposed(const at::Tensor& a) {
+  return a.dim() == 2 && a.size(0) > 1 && a.size(1) > 1 && a.stride(0) == 1 &&
+         a.stride(1) == a.size(0);
+}
+
+// a (M, K) with dense rows: a itself, or a's transposed copy (from the host
+// pool) when a is stored transposed. Bands of 256 of a's rows per task, read
+// in runs of 32 rows of aᵀ.
+at::Tensor dense_rows(const at::Tensor& a) {
+  if (a.stride(1) == 1) return a;
+  at::Tensor r = pooled_empty(a.sizes(), a.options());
+  const int64_t M = a.size(0), K = a.size(1);
+  constexpr int64_t kBand = 256, kRun = 32;
+  const float* s = a.const_data_ptr<float>();
+  float* d = r.mutable_data_ptr<float>();
+  at::parallel_for(0, (M + kBand - 1) / kBand, 1, [&](int64_t b0, int64_t b1) {
+    for (int64_t b = b0; b < b1; ++b) {
+      const int64_t m0 = b * kBand, m = std::min(kBand, M - m0);
+      for (int64_t k = 0; k < K; k += kRun) {
+        transpose_into(s + k * M + m0, M, d + m0 * K + k, K, std::min(kRun, K - k), m);
+      }
+    }
+  });
+  return r;
+}
 
 // (use, rows class, N, K, threads) -> whether the blocks ran faster.
 std::mutex g_blocks_mutex;
@@ -158,8 +189,9 @@ std::array<std::atomic<int64_t>, static_cast<int>(BlocksUse::kCount)> g_block_ru
 // K = 2048, K in chunks of 1024 that accumulate, so that a block's chunk
 // stays in L2 (AMD EPYC, 2 threads, 800 x 4096 · 4096 x 1024: 32.4 ms
 // against 53 ms unchunked; bench/NOTES.md v20).
-void blocks_mm_out(at::Tensor& out, const at::Tensor& x, const at::Tensor& w) {
+void blocks_mm_out(at::Tensor& out, const at::Tensor& x_any, const at::Tensor& w) {
   const BrgemmBlocks<float> blocks(w, brgemm_block(w.size(0)), 0, /*vnni=*/false);
+  const at::Tensor x = dense_rows(x_any);
   const int64_t M = x.size(0), K = x.size(1), lda = x.stride(0), N = out.size(1);
   const int64_t nb = blocks.width(), kc = K > 2048 ? 1024 : K;
   constexpr int64_t kRows = 64;
@@ -180,12 +212,12 @@ void blocks_mm_out(at::Tensor& out, const at::Tensor& x, const at::Tensor& w) {
 }
 
 // Whether the blocks can run out (M, N) = x · wᵀ for w (N, K): float, x with
-// dense rows, N in blocks of 16 columns; deterministic algorithms keep the
-// library.
+// dense rows or stored transposed, N in blocks of 16 columns; deterministic
+// algorithms keep the library.
 bool blocks_usable(const at::Tensor& out, const at::Tensor& x, const at::Tensor& w) {
   return !at::globalContext().deterministicAlgorithms() && out.scalar_type() == at::kFloat &&
          x.scalar_type() == at::kFloat && w.scalar_type() == at::kFloat && out.is_contiguous() &&
-         x.stride(1) == 1 && x.size(0) > 0 && brgemm_usable(at::kFloat, w.size(0), w.size(1));
+         (x.stride(1) == 1 || stored_transposed(x)) && x.size(0) > 0 && brgemm_usable(at::kFloat, w.size(0), w.size(1));
 }
 
 // Whether out = x · wᵀ runs on w's blocks: as the test hook pins it, the
@@ -232,11 +264,14 @@ void run_blocks(BlocksUse use, at::Tensor& out, const at::Tensor& x, const at::T
 
 void large_mm_out_cpu(at::Tensor& out, const at::Tensor& a, const at::Tensor& b, bool counted) {
   const auto w = b.t();
-  if (b.is_contiguous() && blocks_usable(out, a, w) &&
-      blocks_chosen(BlocksUse::DenseB, out, a, w,
-                    [&](at::Tensor& o, const at::Tensor& x) { library_mm_out(o, x, b, false); })) {
-    run_blocks(BlocksUse::DenseB, out, a, w, counted);
-    return;
+  if (b.is_contiguous() && blocks_usable(out, a, w)) {
+    const auto use = a.stride(1) == 1 ? BlocksUse::DenseB : BlocksUse::DenseBTransposedA;
+    if (blocks_chosen(use, out, a, w, [&](at::Tensor& o, const at::Tensor& x) {
+          library_mm_out(o, x, b, false);
+        })) {
+      run_blocks(use, out, a, w, counted);
+      return;
+    }
   }
   library_mm_out(out, a, b, counted);
 }
@@ -260,7 +295,10 @@ std::vector<std::string> block_choices() {
   for (const auto& [k, blocks] : g_blocks) {
     const auto& [use, M, N, K, threads] = k;
     const bool kept = use == static_cast<int>(BlocksUse::KeptWeight);
-    out.push_back(std::string(kept ? "projection" : "dense-weight GEMM") + " Float B=" +
+    const char* what = kept ? "projection"
+                       : use == static_cast<int>(BlocksUse::DenseB) ? "dense-weight GEMM"
+                                                                     : "dense-weight GEMM, a transposed";
+    out.push_back(std::string(what) + " Float B=" +
                   std::to_string(M) + " N=" + std::to_string(N) + " K=" + std::to_string(K) +
                   " threads=" + std::to_string(threads) + " -> " +
                   (blocks ? (kept ? "onednn kept blocks" : "onednn blocks") : "large GEMM"));
@@ -280,7 +318,8 @@ TORCH_LIBRARY_FRAGMENT(lstm_fused, m) {
     TORCH_CHECK(mode >= 0 && mode <= 2, "lstm_fused: blocks mode must be 0, 1 or 2");
     g_blocks_pin.store(static_cast<int>(mode), std::memory_order_relaxed);
   });
-  // [on W_ih's kept blocks (inference projections), on a dense b's blocks]
+  // [on W_ih's kept blocks (inference projections), on a dense b's blocks
+  // with a's rows dense (dx), with a stored transposed (dW)]
   m.def("_cpu_block_runs() -> int[]", [] {
     std::vector<int64_t> runs;
     for (const auto& r : g_block_runs) runs.push_back(r.load(std::memory_order_relaxed));

@@ -19,11 +19,12 @@ namespace lstm_fused {
 
 // out (M, N) = a (M, K) · b (K, N); out dense, a and b any strides; float,
 // bfloat16 or float16 on the chosen library, or double (always on torch.mm).
-// A float product whose b is dense and a has dense rows (dx = dgates · W_ih)
-// may also run as oneDNN's brgemm over b's column blocks, laid out in the
-// call, timed once per (rows class, N, K, threads) against the library
-// (AMD EPYC, 2 threads, 800 x 2048 · 2048 x 512: 7.8-8.8 against
-// 8.8-9.4 ms; bench/NOTES.md v20) and counted as onednn.
+// A float product whose b is dense, with a's rows dense (dx = dgates · W_ih)
+// or a stored transposed (dW = dgatesᵀ · x, transposed first), may also run
+// as oneDNN's brgemm over b's column blocks, laid out in the call, timed once
+// per (rows class, N, K, threads) against the library (AMD EPYC, 2 threads,
+// 800 x 2048 · 2048 x 512: 7.8-8.8 against 8.8-9.4 ms; bench/NOTES.md v20)
+// and counted as onednn.
 // counted: in cpu_large_gemm_counts (not when only timed).
 void large_mm_out_cpu(at::Tensor& out, const at::Tensor& a, const at::Tensor& b,
                       bool counted = true);
