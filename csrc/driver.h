@@ -134,14 +134,15 @@ struct StepGemm {
 };
 
 // A policy may provide engines chosen per layer call for the recurrence:
-//   `ForwardStep::choose<Cell>(w_hh, T, B, proj)` -> pointer to an object
+//   `ForwardStep::choose<Cell>(w_hh, T, B, proj, layouts_kept)` -> pointer to an object
 //     with bool fused(); step<Cell, scalar_t>(n, h_prev, gates, bias, c,
 //     h_out, h_copy, c_copy, keep_gates, peephole) (the recurrent product and
 //     the pointwise pass of a step in one, when fused()); gemm() -> a
 //     StepGemm-like object otherwise;
 //     and, for a layer without lengths, sequence<Cell, scalar_t>(T, n, H,
 //     reverse, h0, gates, bias, c, h, out, cells, keep_gates, peephole): all
-//     steps at once;
+//     steps at once; layouts_kept: an inference, whose weights are expected
+//     unchanged on the next call;
 //   `BackwardGemm::choose(w, B, T)` -> pointer to a StepGemm-like object,
 //     with backward_sequence<PW, Cell, scalar_t>(...) -> bool: the whole
 //     sweep of a layer without lengths or projection at once, where it can.
@@ -315,7 +316,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> layer_for
   with_cell(kind, [&](auto cell) {
     using Cell = decltype(cell);
     if constexpr (HasStepEngines<PW>::value) {
-      auto step = PW::ForwardStep::template choose<Cell>(w_hh, d.T, d.B, d.proj());
+      auto step = PW::ForwardStep::template choose<Cell>(w_hh, d.T, d.B, d.proj(), !need_grad);
       if (!step->fused()) {
         unfused(step->gemm(), cell);
       } else {

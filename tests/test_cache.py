@@ -27,9 +27,10 @@ def _pooled(nbytes):
 
 def step_bound(T, B, H, I):
     """More than one forward+backward of a float32 layer can hold in pooled buffers at
-    once: gates and their gradient (T, B, 4H) twice, and at most six (T, B, H)/(T, B, I)
-    buffers (output, cells, the previous h of each step, the input gradient, spares)."""
-    return 2 * _pooled(T * B * 4 * H * 4) + 6 * _pooled(T * B * max(H, I) * 4)
+    once: gates, their gradient and its transposed copy (for dW on brgemm blocks)
+    (T, B, 4H), and at most six (T, B, H)/(T, B, I) buffers (output, cells, the previous
+    h of each step, the input gradient, spares)."""
+    return 3 * _pooled(T * B * 4 * H * 4) + 6 * _pooled(T * B * max(H, I) * 4)
 
 
 def _fresh():
@@ -234,3 +235,27 @@ def test_weights_that_change_every_call_are_not_copied_every_call(onednn):
     assert kept[0] > 0 and kept[-1] < kept[0], kept
     for _ in range(3):
         _check_inference(ours, ref, x)  # the latest weights, whether laid out afresh or kept
+
+
+def test_small_batch_layout_kept_while_weights_hold_their_bytes():
+    """small_batch's W_hh layout is kept like onednn's; an inference of 6 steps (fewer
+    than a call must have to lay W_hh out for it anew) runs on it."""
+    if not lstm_fused.cpu_engine_available("small_batch", torch.float32):
+        pytest.skip("the small_batch engine does not run float32 on this CPU")
+    lstm_fused.empty_cache()
+    ref = torch.nn.LSTM(48, 64)
+    ours = lstm_fused.LSTM(48, 64)
+    ours.load_state_dict(ref.state_dict())
+    x = torch.randn(6, 2, 48)
+    with lstm_fused.use_cpu_engine("small_batch"):
+        before = lstm_fused.cpu_engine_counts()["small_batch"]
+        _check_inference(ours, ref, x)
+        hits, misses = _layouts()
+        _check_inference(ours, ref, x)
+        assert lstm_fused.cpu_engine_counts()["small_batch"] - before == 2
+        assert _layouts()[0] > hits and _layouts()[1] == misses
+        with torch.no_grad():
+            ref.weight_hh_l0[-1, -1] = 3.0
+        ours.weight_hh_l0.data[-1, -1] = 3.0
+        _check_inference(ours, ref, x)
+        assert _layouts()[1] > misses

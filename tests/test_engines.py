@@ -197,3 +197,28 @@ def test_onednn_linear_available_with_torch_onednn():
     if not torch.backends.mkldnn.is_available():
         pytest.skip("this torch has no oneDNN")
     assert lstm_fused.cpu_engine_available("onednn_linear", torch.float32)
+
+
+def test_short_inferences_take_engines_with_kept_layouts():
+    """Below 64 rows in all, an inference may run on the engines whose layouts are kept
+    from call to call (small_batch, onednn), timed as usual; a training call there keeps
+    aten (its weights change every call). Both against nn.LSTM and float64."""
+    lstm_fused.empty_cache()
+    kept = {"small_batch", "onednn"}
+    if not any(lstm_fused.cpu_engine_available(e, torch.float32) for e in kept):
+        pytest.skip("neither small_batch nor onednn runs float32 on this CPU")
+    ref, ours, ref64 = make_pair(torch.float32, input_size=24, hidden_size=32)
+    x = torch.randn(3, 2, 24, dtype=torch.float64)
+    before = lstm_fused.cpu_engine_counts()
+    with torch.no_grad():
+        got = ours(x.float())[0]
+    after = lstm_fused.cpu_engine_counts()
+    ran = {e for e in after if after[e] > before[e]}
+    assert ran and ran <= kept, ran
+    assert_close_to_reference(got, ref(x.float())[0].detach(), ref64(x)[0].detach(),
+                              torch.float32, "output")
+    before = after
+    xs = x.float().requires_grad_()
+    ours(xs)[0].sum().backward()
+    after = lstm_fused.cpu_engine_counts()
+    assert {e for e in after if after[e] > before[e]} == {"aten"}

@@ -81,8 +81,10 @@ class CpuStepGemm {
     }
   }
 
-  // The engines that can run c (+)= a · wᵀ for the call, in the fixed order.
-  static std::vector<CpuEngine> engines(const at::Tensor& w, int64_t batch, int64_t steps) {
+  // The engines that can run c (+)= a · wᵀ for the call, in the fixed order;
+  // layouts_kept: the call is an inference (prepared_or_pinned).
+  static std::vector<CpuEngine> engines(const at::Tensor& w, int64_t batch, int64_t steps,
+                                        bool layouts_kept = false) {
     const auto t = w.scalar_type();
     std::vector<CpuEngine> out;
     const bool onednn = (t == at::kFloat || t == at::kBFloat16 || t == at::kHalf) &&
@@ -93,7 +95,7 @@ class CpuStepGemm {
     if (t == at::kFloat && onednn) out.push_back(CpuEngine::Onednn);
     if (OnednnLinearStepGemm::available(t)) out.push_back(CpuEngine::OnednnLinear);
     out.push_back(CpuEngine::Aten);
-    return prepared_or_pinned(out, batch * steps);
+    return prepared_or_pinned(out, batch * steps, layouts_kept);
   }
 
   // Chosen for the call and counted: the backward's dh = dgates · W_hh.
@@ -138,15 +140,24 @@ class CpuStepGemm {
     }
   }
 
-  // Below kMinPreparedRows rows only aten runs, unless the pinned engine can.
+  // Below kMinPreparedRows rows only aten runs, unless the pinned engine can;
+  // an inference (layouts_kept) also takes onednn, whose weight layout is
+  // kept from call to call (weight_layouts_cpu.h): laid out on its first call,
+  // it costs a comparison on later ones. On an AMD EPYC, where aten's small
+  // products take MKL's generic paths, a one-step (1, 256) call took ~100 µs
+  // on aten (bench/NOTES.md v20).
   static std::vector<CpuEngine> prepared_or_pinned(const std::vector<CpuEngine>& engines,
-                                                   int64_t rows) {
+                                                   int64_t rows, bool layouts_kept = false) {
     if (rows >= kMinPreparedRows) return engines;
     const CpuEngine p = pinned_cpu_engine();
     if (p != CpuEngine::Auto && std::find(engines.begin(), engines.end(), p) != engines.end()) {
       return {p};
     }
-    return {CpuEngine::Aten};
+    std::vector<CpuEngine> out;
+    for (const auto e : engines) {
+      if (e == CpuEngine::Aten || (layouts_kept && e == CpuEngine::Onednn)) out.push_back(e);
+    }
+    return out;
   }
 
  private:
@@ -192,17 +203,20 @@ class CpuForwardStep {
   }
 
   // Chosen for the layer call of a Cell (cell_variants.h) and counted.
-  // proj: the layer has a projection (w_hh is then (KH, P)).
+  // proj: the layer has a projection (w_hh is then (KH, P)); layouts_kept:
+  // the call is an inference, whose weights are expected unchanged on the
+  // next call (the engines with kept layouts then run below
+  // kMinPreparedRows rows and kMinSteps steps too).
   template <class Cell>
   static std::unique_ptr<CpuForwardStep> choose(const at::Tensor& w_hh, int64_t T, int64_t B,
-                                                bool proj) {
+                                                bool proj, bool layouts_kept = false) {
     constexpr int K = Cell::kGates;
     const int64_t H = w_hh.size(0) / K, P = w_hh.size(1);
-    auto engines = CpuStepGemm::engines(w_hh, B, T);
+    auto engines = CpuStepGemm::engines(w_hh, B, T, layouts_kept);
     const auto dtype = w_hh.scalar_type();
-    if (SmallBatchStep<Act, float>::usable(T, B, H, proj, dtype)) {
+    if (SmallBatchStep<Act, float>::usable(T, B, H, proj, dtype, layouts_kept)) {
       engines.insert(engines.begin(), CpuEngine::SmallBatch);
-    } else if (SmallBatchStep<Act, at::BFloat16>::usable(T, B, H, proj, dtype)) {
+    } else if (SmallBatchStep<Act, at::BFloat16>::usable(T, B, H, proj, dtype, layouts_kept)) {
       // after the library engines in the fixed order: with AMX, onednn's
       // tiles are the faster deterministic choice
       engines.insert(engines.end() - 1, CpuEngine::SmallBatch);

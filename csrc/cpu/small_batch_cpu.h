@@ -31,6 +31,7 @@
 
 #include "fused_step_cpu.h"
 #include "transpose_cpu.h"
+#include "weight_layouts_cpu.h"
 
 #if defined(CPU_CAPABILITY_AVX512)
 #include <immintrin.h>
@@ -71,39 +72,31 @@ class SmallBatchStep {
   // the timed choice weighs it against the other engines.
   static constexpr int64_t kMaxPairs = 256;
   // Re-laying W_hh out costs about as much as 10-15 library steps at B = 1:
-  // from T = 16 on the fused steps repay it (B = 1, H = 256).
+  // from T = 16 on the fused steps repay it (B = 1, H = 256). A layout kept
+  // from call to call (an inference's: weight_layouts_cpu.h) is repaid at
+  // any T.
   static constexpr int64_t kMinSteps = 16;
 
   // Whether a layer runs on this kernel: scalar_t where small_batch_runs,
   // no projection, H a multiple of 16, at most kMaxBatch rows (float: at most
-  // kMaxPairs (row, unit) pairs) and at least kMinSteps steps.
-  static bool usable(int64_t T, int64_t B, int64_t H, bool proj, at::ScalarType dtype) {
+  // kMaxPairs (row, unit) pairs) and at least kMinSteps steps unless
+  // layouts_kept (the call is an inference).
+  static bool usable(int64_t T, int64_t B, int64_t H, bool proj, at::ScalarType dtype,
+                     bool layouts_kept = false) {
     constexpr bool is_float = std::is_same_v<scalar_t, float>;
     return dtype == c10::CppTypeToScalarType<scalar_t>::value && small_batch_runs(dtype) &&
            !proj && B >= 1 && B <= kMaxBatch && H > 0 && H % kUnits == 0 &&
-           (!is_float || B * H <= kMaxPairs) && T >= kMinSteps;
+           (!is_float || B * H <= kMaxPairs) && (T >= kMinSteps || layouts_kept);
   }
 
-  // w_hh (KH, H) of scalar_t, any strides, K gate blocks.
+  // w_hh (KH, H) of scalar_t, any strides, K gate blocks. The layout is kept
+  // while w_hh holds the same bytes (weight_layouts_cpu.h).
   explicit SmallBatchStep(const at::Tensor& w_hh)
-      : H_(w_hh.size(1)), K_(w_hh.size(0) / H_), groups_(H_ / kUnits) {
-    const auto w = w_hh.contiguous();
-    wp_ = std::is_same_v<scalar_t, float> ? at::empty({groups_, H_, K_, kUnits}, w.options())
-                                          : at::empty({groups_, H_ / 2, K_, kUnits, 2}, w.options());
-#if defined(CPU_CAPABILITY_AVX512)
-    // Both layouts move 32-bit elements (a float, or a bfloat16 pair): per
-    // group and gate, a 16 x C block of W_hh transposed (transpose_cpu.h).
-    const int64_t C = H_ * int64_t(sizeof(scalar_t)) / 4;
-    const auto* src = reinterpret_cast<const float*>(w.const_data_ptr<scalar_t>());
-    auto* dst = reinterpret_cast<float*>(wp_.mutable_data_ptr<scalar_t>());
-    at::parallel_for(0, groups_, 1, [&](int64_t g0, int64_t g1) {
-      for (int64_t g = g0; g < g1; ++g)
-        for (int64_t q = 0; q < K_; ++q)
-          transpose_into(src + (q * H_ + g * kUnits) * C, C,
-                         dst + g * C * K_ * kUnits + q * kUnits, K_ * kUnits, kUnits, C);
-    });
-#endif
-  }
+      : H_(w_hh.size(1)), K_(w_hh.size(0) / H_), groups_(H_ / kUnits),
+        wp_(kept_layout(w_hh,
+                        {kLayoutKind, K_, 0,
+                         static_cast<int64_t>(c10::CppTypeToScalarType<scalar_t>::value)},
+                        [&] { return lay_out(w_hh); })) {}
 
   // The fused step engine interface of fused_step_cpu.h; a part is a group
   // of kUnits hidden units.
@@ -217,6 +210,31 @@ class SmallBatchStep {
     }
   }
 #endif
+
+  // Tells this layout apart from BrgemmBlocks' in weight_layouts_cpu.h (their
+  // first kind entry is a block width, 16 or more).
+  static constexpr int64_t kLayoutKind = -1;
+
+  at::Tensor lay_out(const at::Tensor& w_hh) const {
+    const auto w = w_hh.contiguous();
+    at::Tensor wp = std::is_same_v<scalar_t, float>
+                        ? at::empty({groups_, H_, K_, kUnits}, w.options())
+                        : at::empty({groups_, H_ / 2, K_, kUnits, 2}, w.options());
+#if defined(CPU_CAPABILITY_AVX512)
+    // Both layouts move 32-bit elements (a float, or a bfloat16 pair): per
+    // group and gate, a 16 x C block of W_hh transposed (transpose_cpu.h).
+    const int64_t C = H_ * int64_t(sizeof(scalar_t)) / 4;
+    const auto* src = reinterpret_cast<const float*>(w.const_data_ptr<scalar_t>());
+    auto* dst = reinterpret_cast<float*>(wp.mutable_data_ptr<scalar_t>());
+    at::parallel_for(0, groups_, 1, [&](int64_t g0, int64_t g1) {
+      for (int64_t g = g0; g < g1; ++g)
+        for (int64_t q = 0; q < K_; ++q)
+          transpose_into(src + (q * H_ + g * kUnits) * C, C,
+                         dst + g * C * K_ * kUnits + q * kUnits, K_ * kUnits, kUnits, C);
+    });
+#endif
+    return wp;
+  }
 
   int64_t H_, K_, groups_;
   at::Tensor wp_;
