@@ -217,7 +217,8 @@ void blocks_mm_out(at::Tensor& out, const at::Tensor& x_any, const at::Tensor& w
 bool blocks_usable(const at::Tensor& out, const at::Tensor& x, const at::Tensor& w) {
   return !at::globalContext().deterministicAlgorithms() && out.scalar_type() == at::kFloat &&
          x.scalar_type() == at::kFloat && w.scalar_type() == at::kFloat && out.is_contiguous() &&
-         (x.stride(1) == 1 || stored_transposed(x)) && x.size(0) > 0 && brgemm_usable(at::kFloat, w.size(0), w.size(1));
+         (x.stride(1) == 1 || stored_transposed(x)) && x.size(0) > 0 &&
+         brgemm_usable(at::kFloat, w.size(0), w.size(1));
 }
 
 // Whether out = x · wᵀ runs on w's blocks: as the test hook pins it, the
@@ -243,8 +244,9 @@ bool blocks_chosen(BlocksUse use, const at::Tensor& out, const at::Tensor& x, co
   auto o = at::empty({rows, out.size(1)}, out.options());
   const auto xr = first_rows(x, rows);
   // the warmup round lays w out (and keeps it), as the call's first run does
-  const auto t = median_seconds({{[&] { library(o, xr); }, 1}, {[&] { blocks_mm_out(o, xr, w); }, 1}},
-                                /*warmup=*/1, /*min_rounds=*/7);
+  const auto t = median_seconds(
+      {{[&] { library(o, xr); }, 1}, {[&] { blocks_mm_out(o, xr, w); }, 1}}, /*warmup=*/1,
+      /*min_rounds=*/7);
   const bool blocks = t[1] < t[0];
   std::lock_guard<std::mutex> lock(g_blocks_mutex);
   g_blocks[key] = blocks;
@@ -295,9 +297,10 @@ std::vector<std::string> block_choices() {
   for (const auto& [k, blocks] : g_blocks) {
     const auto& [use, M, N, K, threads] = k;
     const bool kept = use == static_cast<int>(BlocksUse::KeptWeight);
-    const char* what = kept ? "projection"
-                       : use == static_cast<int>(BlocksUse::DenseB) ? "dense-weight GEMM"
-                                                                     : "dense-weight GEMM, a transposed";
+    const bool dense_a = use == static_cast<int>(BlocksUse::DenseB);
+    const char* what = kept      ? "projection"
+                       : dense_a ? "dense-weight GEMM"
+                                 : "dense-weight GEMM, a transposed";
     out.push_back(std::string(what) + " Float B=" +
                   std::to_string(M) + " N=" + std::to_string(N) + " K=" + std::to_string(K) +
                   " threads=" + std::to_string(threads) + " -> " +
