@@ -330,9 +330,14 @@ def test_floor_is_set_by_the_fastest_engine_measured(quick_run):
     assert data["machine"]["gemm_engine"]["cpu float32"] == engine
     assert f"GEMM  cpu float32 {best['gflops']:,.0f} GFLOP/s by {engine} sets the floor" in quick_run.text
     bandwidth = data["machine"]["bandwidth_gbs"]["cpu"] * 1e9
+    stream_us = data["machine"]["weight_stream_us"]
     for row in data["rows"]:
         assert row["floor_gemm_engine"] == engine and row["floor_gemm_gflops"] == best["gflops"]
-        want = max(row["flops"] / (best["gflops"] * 1e9), row["bytes"] / bandwidth) * 1e6
+        case = Case(row["device"], row["dtype"], row["mode"], row["T"], row["B"], row["I"], row["H"],
+                    row["layers"], row["bidirectional"], row["proj"])
+        size = floor.recurrent_bytes(case, 4)
+        stream = floor.barrier_steps(case) * stream_us[f"cpu {size}"] if size else 0.0
+        want = max(row["flops"] / (best["gflops"] * 1e9) * 1e6, row["bytes"] / bandwidth * 1e6, stream)
         assert row["floor_us"] == pytest.approx(want, rel=1e-9)
 
 
@@ -360,6 +365,37 @@ def test_the_floor_rate_is_the_best_engine_not_the_first(monkeypatch):
     assert rates[("middle", (2048, 2048, 2048))] > rates[("fast", (2048, 2048, 2048))]
     assert len(rates) == 6
     assert floor.floor_seconds(case, m) >= floor.flops(case) / (step_flops / 1e-9)
+
+
+def test_recurrent_bytes_count_every_direction_and_the_projection():
+    assert floor.recurrent_bytes(Case("cpu", "float32", "fwd", 10, 1, 6, 8), 4) == 4 * 8 * 8 * 4
+    bi = Case("cpu", "bfloat16", "fwdbwd", 10, 1, 6, 8, layers=3, bidirectional=True, proj=5)
+    assert floor.recurrent_bytes(bi, 2) == 2 * (4 * 8 * 5 + 5 * 8) * 2
+    assert floor.recurrent_bytes(Case("cpu", "float32", "cell", 1, 8, 6, 8), 4) == 0
+
+
+def test_the_weight_stream_sets_the_floor_of_a_small_batch():
+    """Where reading W_hh every step takes longer than the flops at the GEMM rate,
+    the floor is the steps times that read (forward and backward sweeps, every layer)."""
+    case = Case("cpu", "float32", "fwdbwd", 100, 1, 256, 256, layers=2)
+    size = floor.recurrent_bytes(case, 4)
+    m = machinery.Machine(gemm_flops={("cpu", "float32"): 1e15}, bandwidth={"cpu": 1e15},
+                          barrier_s={"cpu": 0.0}, element_size={"float32": 4},
+                          stream_s={("cpu", size): 5e-6})
+    assert floor.barrier_steps(case) == 400
+    assert floor.floor_seconds(case, m) == pytest.approx(400 * 5e-6)
+    m.stream_s = {}
+    assert floor.floor_seconds(case, m) < 1e-6
+
+
+def test_the_weight_stream_is_measured():
+    """The op reads what it is asked to: 256 times the bytes take longer, a step of
+    16 MiB at least the time of one copy of them at any speed a CPU reaches (2 TB/s)."""
+    small = torch.ops.lstm_fused._cpu_stream_seconds(64 << 10, 20, 3)
+    large = torch.ops.lstm_fused._cpu_stream_seconds(16 << 20, 20, 3)
+    assert 0 < small < large and large > (16 << 20) / 2e12
+    with pytest.raises(RuntimeError, match="bytes, steps and trials > 0"):
+        torch.ops.lstm_fused._cpu_stream_seconds(0, 20, 3)
 
 
 def test_every_cpu_engine_computes_the_product():

@@ -113,6 +113,9 @@ def header_lines(env, machine):
         rates.append(f"{device} {dtype} GEMM {v / 1e9:,.0f} GFLOP/s")
     for device, v in sorted(machine.bandwidth.items()):
         rates.append(f"{device} copy {v / 1e9:,.1f} GB/s")
+    for (device, size), v in sorted(machine.stream_s.items()):
+        rates.append(f"{device} weight stream {size / 1024:,.0f} KiB in {v * 1e6:,.1f} us a step "
+                     f"({size / v / 1e9:,.0f} GB/s)")
     lines.append("floor " + "; ".join(rates) + "; per-step barrier 1 us on GPU")
     warning = load_warning(load, env["cpu_logical_cores"], "before the run")
     return lines + ([warning] if warning else [])

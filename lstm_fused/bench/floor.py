@@ -1,10 +1,15 @@
 """Work of a case and the fastest time the machine could do it in.
 
-Floor = max(flops / GEMM rate, bytes / bandwidth) + steps x barrier. The bytes
-count only traffic no implementation can avoid (inputs, outputs, weights once;
-in backward also the incoming grad and the grads produced), so the floor is a
-bound, not a prediction. The barrier is the device-wide sync a recurrence needs
-between dependent steps (about 1 us on a GPU)."""
+Floor = max(flops / GEMM rate, bytes / bandwidth, steps x weight stream)
++ steps x barrier. The bytes count only traffic no implementation can avoid
+(inputs, outputs, weights once; in backward also the incoming grad and the grads
+produced), so the floor is a bound, not a prediction. Every dependent step reads
+all of the recurrent weights again (registers hold a few KiB of them): the
+weight stream is the measured time for the machine's threads to read those bytes
+from wherever they sit and meet at a barrier, which bounds the steps of a small
+batch, where a step does only 2B flops per weight read. The barrier is the
+device-wide sync a recurrence needs between dependent steps (about 1 us on a
+GPU; on the CPU it is inside the weight stream)."""
 
 BACKWARD_FLOPS_FACTOR = 2  # backward = grad wrt inputs + grad wrt weights, each ~ forward
 
@@ -53,6 +58,15 @@ def min_bytes(case, element_size):
     return n * element_size
 
 
+def recurrent_bytes(case, element_size):
+    """Bytes of recurrent weights one dependent step reads: W_hh (and W_hr) of every
+    direction, which run side by side. A cell call has no step to repeat: 0."""
+    if case.mode == "cell":
+        return 0
+    per_dir = 4 * case.H * case.out_size + (case.proj * case.H if case.proj else 0)
+    return case.dirs * per_dir * element_size
+
+
 def barrier_steps(case):
     """Dependent steps in sequence: directions run side by side, layers and the
     backward sweep do not."""
@@ -62,5 +76,7 @@ def barrier_steps(case):
 
 def floor_seconds(case, machine):
     f = flops(case) / machine.gemm_flops[(case.device, case.dtype)]
-    b = min_bytes(case, machine.element_size[case.dtype]) / machine.bandwidth[case.device]
-    return max(f, b) + barrier_steps(case) * machine.barrier_s[case.device]
+    size = machine.element_size[case.dtype]
+    b = min_bytes(case, size) / machine.bandwidth[case.device]
+    s = barrier_steps(case) * machine.stream_s.get((case.device, recurrent_bytes(case, size)), 0.0)
+    return max(f, b, s) + barrier_steps(case) * machine.barrier_s[case.device]

@@ -78,6 +78,7 @@ class Machine:
     element_size: dict = field(default_factory=dict)  # dtype name -> bytes
     gemm_engine: dict = field(default_factory=dict)  # (device, dtype name) -> what set gemm_flops
     gemm_measured: dict = field(default_factory=dict)  # (device, dtype name) -> [(engine, (m, k, n), flop/s)]
+    stream_s: dict = field(default_factory=dict)     # (device, bytes) -> seconds a step to read them (floor.py)
     cpu: str = ""
     isa: dict = None
 
@@ -93,6 +94,7 @@ class Machine:
                               for (d, t), rates in self.gemm_measured.items()},
             "bandwidth_gbs": {d: v / 1e9 for d, v in self.bandwidth.items()},
             "barrier_us": {d: v * 1e6 for d, v in self.barrier_s.items()},
+            "weight_stream_us": {f"{d} {b}": v * 1e6 for (d, b), v in sorted(self.stream_s.items())},
             "gemm_n": {d: GEMM_N[d] for d in self.bandwidth},
         }
 
@@ -190,6 +192,22 @@ def measure_cpu_gemm(cases, dtype, square_s=0.3, step_s=0.05):
     return measured
 
 
+STREAM_STEPS = 100
+
+
+def measure_cpu_stream(m, cases, trials=3):
+    """Seconds a step for the threads to read each case's recurrent weights and meet
+    at a barrier (floor.py), the best of trials and of any earlier reading."""
+    from .floor import recurrent_bytes
+
+    if not hasattr(torch.ops.lstm_fused, "_cpu_stream_seconds"):
+        return  # a build without the op: the floor keeps its other terms
+    sizes = {recurrent_bytes(c, m.element_size[c.dtype]) for c in cases if c.device == "cpu"}
+    for size in sorted(s for s in sizes if s > 0):
+        seconds = torch.ops.lstm_fused._cpu_stream_seconds(size, STREAM_STEPS, trials)
+        m.stream_s[("cpu", size)] = min(seconds, m.stream_s.get(("cpu", size), float("inf")))
+
+
 def remeasure_cpu_gemm(m, cases, square_s=0.3, step_s=0.05):
     """Measure the CPU GEMM rates again (after the cases) and keep, per dtype, the
     better of the two measurements: on a noisy VM one 0.3 s window read 123 against
@@ -197,6 +215,7 @@ def remeasure_cpu_gemm(m, cases, square_s=0.3, step_s=0.05):
     floor low and the floor ratios flattering. Returns the dtypes whose rate rose."""
     from .cases import DTYPES
 
+    measure_cpu_stream(m, cases)
     raised = []
     for dtype in sorted({c.dtype for c in cases if c.device == "cpu"}):
         key = ("cpu", dtype)
@@ -231,6 +250,8 @@ def measure(cases, square_s=0.3, step_s=0.05):
             m.gemm_flops[(device, dtype)] = rate
             m.gemm_engine[(device, dtype)] = engine_text(engine, shape)
             m.gemm_measured[(device, dtype)] = measured
+        if device == "cpu":
+            measure_cpu_stream(m, cases)
         src = torch.empty(COPY_BYTES[device], dtype=torch.uint8, device=device).random_()
         dst = torch.empty_like(src)
         copy = lambda: dst.copy_(src)  # noqa: E731

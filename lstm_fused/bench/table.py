@@ -6,8 +6,9 @@ from .cases import SHORT_DTYPE
 SPEEDUP_COLUMNS = (("speedup_vs_nn", "x nn"), ("speedup_vs_cellloop", "x loop"), ("speedup_vs_reference", "x ref"))
 LEGEND = ("x nn / x loop / x ref: time of nn.LSTM (nn.LSTMCell in cell mode) / LSTMCell loop / reference "
           "over the row's time (>1: the row is faster); median [min, max] over rounds; "
-          "x floor: median over the floor max(flops/GEMM rate, bytes/bandwidth) + barriers, at the best GEMM "
-          "rate measured among the engines (header line GEMM)")
+          "x floor: median over the floor max(flops/GEMM rate, bytes/bandwidth, steps x weight stream) + "
+          "barriers, at the best GEMM rate measured among the engines (header line GEMM) and the measured "
+          "time to read a step's recurrent weights (header line floor)")
 
 
 def _ok(v):
