@@ -222,3 +222,23 @@ def test_short_inferences_take_engines_with_kept_layouts():
     ours(xs)[0].sum().backward()
     after = lstm_fused.cpu_engine_counts()
     assert {e for e in after if after[e] > before[e]} == {"aten"}
+
+
+@pytest.mark.parametrize("engine", ["onednn"], indirect=True)
+def test_wide_layer_on_narrow_blocks(engine):
+    """H = 1024: the fused float step runs its groups of 64 units on blocks of
+    16 columns (16 per group), forward and backward against the references."""
+    skip_unless_available(engine, torch.float32)
+    ref, ours, ref64 = make_pair(torch.float32, input_size=24, hidden_size=1024)
+    x = torch.randn(4, 5, 24, dtype=torch.float64)
+    hx = (torch.randn(1, 5, 1024, dtype=torch.float64), torch.randn(1, 5, 1024, dtype=torch.float64))
+    before = lstm_fused.cpu_engine_counts()
+    got = outputs_and_grads(ours, x, hx, True, torch.float32)
+    assert ran(engine, before) == 2, lstm_fused.cpu_engine_counts()
+    with torch.no_grad():
+        inference = ours(x.float(), tuple(t.float() for t in hx))
+    assert ran(engine, before) == 3
+    theirs = outputs_and_grads(ref, x, hx, True, torch.float32)
+    want = outputs_and_grads(ref64, x, hx, True, torch.float64)
+    check(got, theirs, want, NAMES + [n for n, _ in ours.named_parameters()], torch.float32)
+    check(list(inference[:1]) + list(inference[1]), theirs[:3], want[:3], NAMES[:3], torch.float32)

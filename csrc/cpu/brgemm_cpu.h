@@ -244,7 +244,7 @@ class BrgemmFusedStep {
       : H_(w_hh.size(1)),
         K_(w_hh.size(0) / H_),
         group_(brgemm_block(H_)),
-        nb_(std::min<int64_t>(group_, brgemm_support(w_hh.scalar_type()).vnni ? 16 : 32)),
+        nb_(block_width(w_hh.scalar_type(), H_, group_)),
         batch_(batch),
         blocks_(w_hh, nb_, K_, brgemm_support(w_hh.scalar_type()).vnni),
         scratch_(at::empty({at::get_num_threads(), 1, batch, K_ * group_},
@@ -352,6 +352,18 @@ class BrgemmFusedStep {
     const int64_t size = batch_ * K_ * group_;
     return scratch_.data_ptr<float>() +
            (at::get_thread_num() * scratch_.size(1) + (a.x ? i : 0)) * size;
+  }
+
+  // Columns per brgemm block within a group: VNNI packing takes 16. float
+  // takes 32 up to H = 512 and 16 from H = 1024 on, where h's rows (the
+  // product's K) are 4 KiB or longer: AMD EPYC, 2 threads, the recurrence
+  // alone (I = 16) at H = 1024, B = 4, 8, 16, 32, 64: 15-28% faster on 16
+  // than on 32 or 64, at H = 2048, B = 16: 28%; one thread, (16, 1024): 29%;
+  // at H = 256 and 512 the widths ran within 2-4% of each other
+  // (bench/NOTES.md v21).
+  static int64_t block_width(at::ScalarType dtype, int64_t H, int64_t group) {
+    if (brgemm_support(dtype).vnni || H >= 1024) return std::min<int64_t>(group, 16);
+    return std::min<int64_t>(group, 32);
   }
 
   int64_t H_, K_, group_, nb_, batch_, I_ = 0;

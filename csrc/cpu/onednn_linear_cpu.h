@@ -9,9 +9,12 @@
 // The packed matmul generates 16-bit dot-product kernels for every CPU that
 // has them, and float kernels for the CPU it runs on.
 //
-// Precision as the other engines: products accumulate in float; c += a·wᵀ
-// adds c inside the same kernel (a binary post-op) and rounds once to the
-// layer's type.
+// Precision as the other engines: products accumulate in float. c += a·wᵀ
+// in a 16-bit type adds c inside the same kernel (a binary post-op) and
+// rounds once to the layer's type; in float the product is added after the
+// kernel, as the binary post-op cost more than a separate add (AMD EPYC, 2
+// threads, per step: (8 x 512)·(512 x 2048) 201 against 139 µs, (16 x 1024)·
+// (1024 x 4096) 1067 against 883; bench/NOTES.md v21).
 #include <ATen/ATen.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 
@@ -31,6 +34,11 @@ class OnednnLinearStepGemm {
   void accumulate(const at::Tensor& c, const at::Tensor& a, int64_t n) const {
     if (n == 0) return;
     auto cn = c.narrow(0, 0, n);
+    if (c.scalar_type() == at::kFloat) {
+      cn.add_(ops().unary.call(a.narrow(0, 0, n).contiguous(), packed_, std::nullopt, "none",
+                               c10::List<std::optional<c10::Scalar>>(), std::nullopt));
+      return;
+    }
     cn.copy_(ops().binary.call(a.narrow(0, 0, n).contiguous(), cn.contiguous(), packed_,
                                std::nullopt, "add"));
   }
