@@ -359,7 +359,7 @@ class BrgemmFusedStep {
   // product's K) are 4 KiB or longer: AMD EPYC, 2 threads, the recurrence
   // alone (I = 16) at H = 1024, B = 4, 8, 16, 32, 64: 15-28% faster on 16
   // than on 32 or 64, at H = 2048, B = 16: 28%; one thread, (16, 1024): 29%;
-  // at H = 256 and 512 the widths ran within 2-4% of each other
+  // at H = 256 and 512 the widths ran within 1-4% of each other
   // (bench/NOTES.md v21).
   static int64_t block_width(at::ScalarType dtype, int64_t H, int64_t group) {
     if (brgemm_support(dtype).vnni || H >= 1024) return std::min<int64_t>(group, 16);

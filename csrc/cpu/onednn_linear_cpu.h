@@ -35,8 +35,7 @@ class OnednnLinearStepGemm {
     if (n == 0) return;
     auto cn = c.narrow(0, 0, n);
     if (c.scalar_type() == at::kFloat) {
-      cn.add_(ops().unary.call(a.narrow(0, 0, n).contiguous(), packed_, std::nullopt, "none",
-                               c10::List<std::optional<c10::Scalar>>(), std::nullopt));
+      cn.add_(matmul(a, n));
       return;
     }
     cn.copy_(ops().binary.call(a.narrow(0, 0, n).contiguous(), cn.contiguous(), packed_,
@@ -46,10 +45,7 @@ class OnednnLinearStepGemm {
   // c[:n] = a[:n] · wᵀ; c's other rows are left as they are.
   void product(const at::Tensor& c, const at::Tensor& a, int64_t n) const {
     if (n == 0) return;
-    c.narrow(0, 0, n).copy_(ops().unary.call(a.narrow(0, 0, n).contiguous(), packed_,
-                                             std::nullopt, "none",
-                                             c10::List<std::optional<c10::Scalar>>(),
-                                             std::nullopt));
+    c.narrow(0, 0, n).copy_(matmul(a, n));
   }
 
   // Whether this torch build registers the ops and they run `dtype` on this
@@ -72,6 +68,12 @@ class OnednnLinearStepGemm {
   // Looked up once; throws where the build has no oneDNN ops (available()
   // is false there, so no engine is built).
   static const Ops& ops();
+
+  // a[:n] · wᵀ, a new tensor of a's type.
+  at::Tensor matmul(const at::Tensor& a, int64_t n) const {
+    return ops().unary.call(a.narrow(0, 0, n).contiguous(), packed_, std::nullopt, "none",
+                            c10::List<std::optional<c10::Scalar>>(), std::nullopt);
+  }
 
   at::Tensor packed_;
 };

@@ -212,7 +212,8 @@ def remeasure_cpu_gemm(m, cases, square_s=0.3, step_s=0.05):
     """Measure the CPU GEMM rates again (after the cases) and keep, per dtype, the
     better of the two measurements: on a noisy VM one 0.3 s window read 123 against
     213-218 GFLOP/s in other runs (AMD EPYC, bench/NOTES.md v17), which made the
-    floor low and the floor ratios flattering. Returns the dtypes whose rate rose."""
+    floor low and the floor ratios flattering. The weight streams are measured again
+    too, each keeping its faster reading. Returns the dtypes whose GEMM rate rose."""
     from .cases import DTYPES
 
     measure_cpu_stream(m, cases)
